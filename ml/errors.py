@@ -1,0 +1,62 @@
+"""One error hierarchy for the ml core; callers map these to their own world (HTTP, UI, CLI)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+
+class MLError(Exception):
+    """Base class of every error the ml core raises on purpose."""
+
+    code = "ml_error"
+
+    def __init__(self, message: str, *, details: Mapping[str, Any] | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.details: dict[str, Any] = dict(details or {})
+
+
+class InvalidInput(MLError):
+    """Raised when a caller's input cannot be predicted on (wrong type, empty, too big...)."""
+
+    code = "invalid_input"
+
+    def __init__(self, message: str, *, field: str | None = None, **details: Any) -> None:
+        if field is not None:
+            details["field"] = field
+        super().__init__(message, details=details)
+        self.field = field
+
+
+class UnknownModel(MLError):
+    """Raised when a model name is not in the registry."""
+
+    code = "unknown_model"
+
+    def __init__(self, name: str, known: Iterable[str]) -> None:
+        known = sorted(known)
+        super().__init__(
+            f"unknown model {name!r}; known models: {', '.join(known)}",
+            details={"model": name, "known": known},
+        )
+
+
+class ModelUnavailable(MLError):
+    """Raised when a known model cannot serve: it failed to load or is disabled."""
+
+    code = "model_unavailable"
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"model {name!r} is unavailable: {reason}",
+                         details={"model": name, "reason": reason})
+
+
+class ConfigError(MLError):
+    """Raised when a setting has a value the service cannot run with."""
+
+    code = "invalid_setting"
+
+    def __init__(self, env: str, value: str, expected: str) -> None:
+        super().__init__(f"{env}={value!r} is invalid: expected {expected}",
+                         details={"setting": env, "value": value})
