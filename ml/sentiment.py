@@ -176,8 +176,10 @@ class SentimentModel:
             "vocabulary_size": len(self._vocab),
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
-            "limits": "Trained on tweets, many about technology and self-driving cars; "
-                      "sarcasm, negation scope and long documents are weak spots.",
+            "limits": "Trained on tweets, many about self-driving cars: topic words such as "
+                      "'driverless' pull towards neutral, 'never trust' reads as positive, and "
+                      "off-domain neutral text (schedules) can come out negative. Sarcasm, "
+                      "negation scope and long documents are weak spots.",
         }
 
     def warmup(self) -> None:

@@ -1,0 +1,188 @@
+"""Image model: weights load strictly, golden photos, decoding of every kind of input."""
+
+from __future__ import annotations
+
+import io
+import struct
+import zlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from ml.artifacts import package_file
+from ml.errors import InvalidInput
+from ml.image import (WEIGHTS_FILE, WEIGHTS_PACKAGE, EfficientNetLite0, ImageResult,
+                      Preprocess, decode, imagenet_labels, resolve_device)
+from tests.conftest import encoded, photo
+
+CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
+LIMITS = {"max_bytes": 10 << 20, "max_pixels": 40_000_000}
+
+
+def test_weights_load_strictly_into_the_architecture() -> None:
+    state = torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE), map_location="cpu",
+                       weights_only=True)
+    net = EfficientNetLite0()
+    result = net.load_state_dict(state, strict=True)
+    assert not result.missing_keys and not result.unexpected_keys
+    assert sum(p.numel() for p in net.parameters()) == pytest.approx(4.65e6, rel=0.02)
+
+
+def test_labels_are_the_imagenet_list() -> None:
+    labels = imagenet_labels()
+    assert len(labels) == 1000
+    assert labels[967] == "espresso"
+
+
+def test_same_padding_is_asymmetric_on_stride_two() -> None:
+    conv = EfficientNetLite0()._conv_stem
+    out = conv(torch.zeros(1, 3, 224, 224))
+    assert out.shape == (1, 32, 112, 112)
+
+
+@pytest.mark.parametrize(("name", "expected", "min_confidence"), [
+    pytest.param("chelsea", CAT_CLASSES, 0.3, id="chelsea-cat"),
+    pytest.param("coffee", {"espresso"}, 0.9, id="coffee-espresso"),
+])
+def test_golden_photos(image_model, name: str, expected: set[str], min_confidence: float) -> None:  # type: ignore[no-untyped-def]
+    top = image_model.predict_one(photo(name), top_k=5).predictions[0]
+    assert top.label in expected
+    assert top.confidence >= min_confidence
+
+
+def test_fused_network_matches_the_reference_network(image_model) -> None:  # type: ignore[no-untyped-def]
+    reference = EfficientNetLite0()
+    reference.load_state_dict(torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE),
+                                         map_location="cpu", weights_only=True))
+    x = Preprocess()(photo("chelsea"))
+    with torch.inference_mode():
+        expected = torch.softmax(reference.eval()(x[None]), dim=1).numpy()
+    assert np.abs(image_model.probabilities([x]) - expected).max() < 1e-4
+
+
+def test_result_shape_and_order(image_model) -> None:  # type: ignore[no-untyped-def]
+    result = image_model.predict_one(photo("coffee"), top_k=7)
+    assert isinstance(result, ImageResult)
+    assert len(result.predictions) == 7
+    confidences = [p.confidence for p in result.predictions]
+    assert confidences == sorted(confidences, reverse=True)
+    assert (result.width, result.height) == (600, 400)
+
+
+def test_batch_matches_single_predictions(image_model) -> None:  # type: ignore[no-untyped-def]
+    images = [photo("chelsea"), photo("coffee"), photo("chelsea")]
+    batch = image_model.predict(images, top_k=3)
+    for image, result in zip(images, batch, strict=True):
+        single = image_model.predict_one(image, top_k=3)
+        assert [p.label for p in result.predictions] == [p.label for p in single.predictions]
+        assert [p.confidence for p in result.predictions] == pytest.approx(
+            [p.confidence for p in single.predictions], abs=1e-5)
+    assert image_model.predict([], top_k=3) == []
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])
+def test_every_supported_format_decodes(image_model, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    data = encoded(photo("coffee"), fmt)
+    result = image_model.predict_one(data, top_k=1)
+    if fmt != "GIF":  # a 256-colour palette may change the answer; decoding is the point
+        assert result.predictions[0].label == "espresso"
+
+
+@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
+def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
+    source = photo("coffee").convert("L" if mode in ("I;16", "I", "F") else "RGB")
+    image = source.convert(mode) if mode != "I;16" else Image.fromarray(
+        (np.asarray(source, dtype=np.uint16) * 257))
+    out = decode(image, **LIMITS)
+    assert out.mode == "RGB" and out.size == source.size
+    assert np.asarray(out).std() > 10, "image came out blank"
+
+
+def test_sixteen_bit_png_keeps_its_contrast(image_model) -> None:  # type: ignore[no-untyped-def]
+    grey = np.asarray(photo("coffee").convert("L"), dtype=np.uint16) * 257
+    data = encoded(Image.fromarray(grey))
+    assert Image.open(io.BytesIO(data)).mode.startswith("I")
+    rgb = np.asarray(decode(data, **LIMITS))
+    assert abs(int(rgb.max()) - int(grey.max() // 257)) <= 1
+
+
+def test_transparent_pixels_become_white() -> None:
+    image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
+    assert np.asarray(decode(image, **LIMITS)).min() == 255
+
+
+def test_exif_orientation_is_honoured() -> None:
+    wide = photo("coffee")  # 600x400
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    data = encoded(wide, "JPEG", exif=exif)
+    assert decode(data, **LIMITS).size == (400, 600)
+
+
+def test_animated_gif_uses_the_first_frame() -> None:
+    frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "blue")]
+    buffer = io.BytesIO()
+    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
+    out = decode(buffer.getvalue(), **LIMITS)
+    assert tuple(np.asarray(out)[0, 0]) == (255, 0, 0)
+
+
+def test_file_like_and_path_inputs(image_model, photo_dir: Path) -> None:  # type: ignore[no-untyped-def]
+    path = photo_dir / "coffee.jpg"
+    with open(path, "rb") as handle:
+        from_file = image_model.predict_one(handle, top_k=1)
+    from_path = image_model.predict_one(path, top_k=1)
+    assert from_file.predictions[0].label == from_path.predictions[0].label == "espresso"
+
+
+def png_header_only(width: int, height: int) -> bytes:
+    """A tiny PNG claiming a huge size: what a decompression bomb looks like to a decoder."""
+    def chunk(kind: bytes, body: bytes) -> bytes:
+        return (struct.pack(">I", len(body)) + kind + body
+                + struct.pack(">I", zlib.crc32(kind + body) & 0xFFFFFFFF))
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"\x00" * 64)) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    pytest.param(b"", "empty", id="empty"),
+    pytest.param(b"definitely not an image", "not a supported image", id="text"),
+    pytest.param(b"%PDF-1.7\n" + b"0" * 100, "not a supported image", id="pdf"),
+    pytest.param(encoded(Image.new("RGB", (64, 64)), "PNG")[:60], "corrupt or truncated",
+                 id="truncated-png"),
+    pytest.param(encoded(photo("coffee"), "JPEG")[:2000], "corrupt or truncated",
+                 id="truncated-jpeg"),
+    pytest.param(png_header_only(20000, 20000), "pixels", id="20000x20000"),
+    pytest.param(png_header_only(100000, 100000), "pixels", id="decompression-bomb"),
+    pytest.param(b"\x00" * (10 << 20 | 1), "larger than", id="too-many-bytes"),
+])
+def test_unusable_input_is_refused(image_model, data: bytes, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        image_model.predict_one(data)
+    assert fragment in caught.value.message
+    assert caught.value.field == "image"
+
+
+def test_too_many_pixels_in_a_pil_image() -> None:
+    with pytest.raises(InvalidInput):
+        decode(Image.new("L", (100, 100)), max_bytes=1000, max_pixels=9999)
+
+
+@pytest.mark.parametrize("top_k", [0, -1, 21, 2.5, "3", True, None])
+def test_top_k_is_validated(image_model, top_k: object) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        image_model.predict_one(photo("coffee"), top_k=top_k)
+    assert caught.value.field == "top_k"
+
+
+def test_device_resolution_follows_the_setting() -> None:
+    assert resolve_device("cpu") == "cpu"
+    expected = "cuda" if torch.cuda.is_available() else "cpu"
+    assert resolve_device("auto") == expected
+    if not torch.cuda.is_available():
+        with pytest.raises(RuntimeError, match="no CUDA"):
+            resolve_device("cuda")

@@ -1,0 +1,164 @@
+"""Sentiment model: behaviour tables, equivalence with sklearn, input rules, caching."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from ml.artifacts import ArtifactStore
+from ml.config import Settings
+from ml.errors import InvalidInput
+from ml.sentiment import LABELS, SentimentResult, build, load_corpus
+
+# -- behavioural tables (minimum functionality, direction, invariance) ---------------------
+
+@pytest.mark.parametrize(("text", "label"), [
+    pytest.param("I love this, it is absolutely wonderful!", "positive", id="love"),
+    pytest.param("What a great day, so happy with it", "positive", id="great-day"),
+    pytest.param("This is the best thing ever, thank you!", "positive", id="best"),
+    pytest.param("I hate this, it is terrible and useless", "negative", id="hate"),
+    pytest.param("Worst experience ever, totally awful", "negative", id="worst"),
+    pytest.param("I am so disappointed, this is horrible", "negative", id="disappointed"),
+    # Known weaknesses, kept visible: strict xfail fails the suite once the model improves.
+    pytest.param("I would never trust a car that drives itself, scary", "negative",
+                 id="never-trust", marks=pytest.mark.xfail(
+                     strict=True, reason="'never trust' reads as positive in this corpus")),
+    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
+                 marks=pytest.mark.xfail(strict=True,
+                                         reason="topic words (cars, driverless) pull to neutral")),
+    pytest.param("The meeting is scheduled for 3pm on Tuesday", "neutral", id="schedule",
+                 marks=pytest.mark.xfail(strict=True, reason="off-domain neutral text")),
+    pytest.param("Google announced a new self-driving car project today", "neutral",
+                 id="announcement"),
+])
+def test_minimum_functionality(sentiment, text: str, label: str) -> None:  # type: ignore[no-untyped-def]
+    assert sentiment.predict_one(text).sentiment == label
+
+
+@pytest.mark.parametrize(("better", "worse"), [
+    pytest.param("this is good", "this is not good", id="negation"),
+    pytest.param("the service was great", "the service was awful", id="antonym"),
+    pytest.param("I really like it", "I really dislike it", id="like-dislike"),
+    pytest.param("love it!", "hate it!", id="love-hate"),
+])
+def test_direction(sentiment, better: str, worse: str) -> None:  # type: ignore[no-untyped-def]
+    assert sentiment.predict_one(better).score > sentiment.predict_one(worse).score
+
+
+@pytest.mark.parametrize(("a", "b"), [
+    pytest.param("John loves his new car", "Maria loves her new car", id="names"),
+    pytest.param("Flight to Paris was great", "Flight to Tokyo was great", id="places"),
+    pytest.param("I hate waiting in traffic", "I  hate  waiting in traffic", id="spacing"),
+])
+def test_invariance(sentiment, a: str, b: str) -> None:  # type: ignore[no-untyped-def]
+    first, second = sentiment.predict_one(a), sentiment.predict_one(b)
+    assert first.sentiment == second.sentiment
+    assert abs(first.score - second.score) < 0.35
+
+
+# -- result contract and equivalence ------------------------------------------------------
+
+def test_result_fields(sentiment) -> None:  # type: ignore[no-untyped-def]
+    result = sentiment.predict_one("I love sunny days")
+    assert isinstance(result, SentimentResult)
+    assert result.sentiment in LABELS
+    assert result.confidence == max(result.probabilities.values())
+    assert result.score == pytest.approx(result.positive - result.negative)
+    assert -1.0 <= result.score <= 1.0
+    assert sum(result.probabilities.values()) == pytest.approx(1.0)
+    with pytest.raises(AttributeError):
+        result.sentiment = "neutral"  # type: ignore[misc]
+
+
+def test_fast_path_matches_sklearn_pipeline(sentiment) -> None:  # type: ignore[no-untyped-def]
+    texts, _ = load_corpus()
+    sample = texts[::37][:1000] + ["!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
+    expected = sentiment.pipeline.predict_proba(sample)
+    single = np.array([[r.negative, r.neutral, r.positive]
+                       for r in (sentiment.predict_one(t) for t in sample)])
+    batch = np.array([[r.negative, r.neutral, r.positive] for r in sentiment.predict(sample)])
+    assert np.abs(single - expected).max() < 1e-9
+    assert np.abs(batch - expected).max() < 1e-9
+
+
+def test_batch_preserves_order_and_matches_single(sentiment) -> None:  # type: ignore[no-untyped-def]
+    texts = ["great", "awful", "the bus leaves at nine", "great"] * 5
+    batch = sentiment.predict(texts, detailed=True)
+    assert [r.sentiment for r in batch] == [sentiment.predict_one(t).sentiment for t in texts]
+    assert batch[0] == batch[3]
+
+
+def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no-untyped-def]
+    result = sentiment.predict_one("I love this wonderful phone", detailed=True)
+    terms = dict(result.terms)
+    assert "love" in terms and terms["love"] > 0
+    assert sentiment.predict_one("I love this", detailed=False).terms == ()
+
+
+def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
+    result = sentiment.predict_one("qwxz vbnm")
+    assert result.sentiment in LABELS
+    assert result.terms == ()
+
+
+def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
+    evaluation = sentiment.info()["evaluation"]
+    assert evaluation["accuracy"] >= 0.74
+    assert evaluation["macro_f1"] >= 0.71
+    assert evaluation["test_size"] > 7000
+
+
+# -- input rules ----------------------------------------------------------------------------
+
+@pytest.mark.parametrize(("text", "fragment"), [
+    pytest.param("", "empty", id="empty"),
+    pytest.param("   \n\t ", "empty", id="whitespace"),
+    pytest.param(None, "must be a string", id="none"),
+    pytest.param(42, "must be a string", id="number"),
+    pytest.param(["text"], "must be a string", id="list"),
+    pytest.param(b"bytes", "must be a string", id="bytes"),
+    pytest.param("x" * 5001, "limit is 5000", id="too-long"),
+])
+def test_invalid_input_names_the_problem(sentiment, text: object, fragment: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        sentiment.predict_one(text)
+    assert fragment in caught.value.message
+    assert caught.value.field == "text"
+
+
+def test_invalid_item_in_batch_is_named_by_index(sentiment) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(InvalidInput) as caught:
+        sentiment.predict(["fine", "also fine", "  "])
+    assert caught.value.field == "texts[2]"
+
+
+def test_limit_comes_from_settings(settings: Settings) -> None:
+    model = build(settings.replace(max_text_chars=10), ArtifactStore(settings.cache_dir))
+    with pytest.raises(InvalidInput):
+        model.predict_one("longer than ten")
+
+
+# -- artifact cache -------------------------------------------------------------------------
+
+def test_cached_artifact_is_reused(settings: Settings, sentiment) -> None:  # type: ignore[no-untyped-def]
+    store = ArtifactStore(settings.cache_dir)
+    assert store.path("sentiment").exists()
+    again = build(settings, store)
+    assert again.evaluation == sentiment.evaluation
+
+
+def test_corrupted_artifact_is_rebuilt(settings: Settings, sentiment, tmp_path: Path,  # type: ignore[no-untyped-def]
+                                       caplog: pytest.LogCaptureFixture) -> None:
+    store = ArtifactStore(tmp_path)
+    shutil.copy(ArtifactStore(settings.cache_dir).path("sentiment"), store.path("sentiment"))
+    blob = store.path("sentiment").read_bytes()
+    store.path("sentiment").write_bytes(blob[: len(blob) // 3])
+    with caplog.at_level(logging.WARNING):
+        rebuilt = build(settings.replace(cache_dir=tmp_path), store)
+    assert "rebuilding" in caplog.text
+    assert rebuilt.predict_one("I love it").probabilities == pytest.approx(
+        sentiment.predict_one("I love it").probabilities)
