@@ -72,7 +72,7 @@ def test_failed_build_leaves_no_file(tmp_path: Path) -> None:
 
 def test_unpicklable_value_leaves_no_partial_file(tmp_path: Path) -> None:
     store = ArtifactStore(tmp_path)
-    with pytest.raises(Exception):  # noqa: B017, PT011 - whatever pickle raises
+    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises
         store.get_or_build("m", "k", lambda: (lambda: None))
     assert list(tmp_path.iterdir()) == []
 

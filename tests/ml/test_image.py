@@ -14,8 +14,16 @@ from PIL import Image
 
 from ml.artifacts import package_file
 from ml.errors import InvalidInput
-from ml.image import (WEIGHTS_FILE, WEIGHTS_PACKAGE, EfficientNetLite0, ImageResult,
-                      Preprocess, decode, imagenet_labels, resolve_device)
+from ml.image import (
+    WEIGHTS_FILE,
+    WEIGHTS_PACKAGE,
+    EfficientNetLite0,
+    ImageResult,
+    Preprocess,
+    decode,
+    imagenet_labels,
+    resolve_device,
+)
 from tests.conftest import encoded, photo
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -95,7 +103,7 @@ def test_every_supported_format_decodes(image_model, fmt: str) -> None:  # type:
 def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
     source = photo("coffee").convert("L" if mode in ("I;16", "I", "F") else "RGB")
     image = source.convert(mode) if mode != "I;16" else Image.fromarray(
-        (np.asarray(source, dtype=np.uint16) * 257))
+        np.asarray(source, dtype=np.uint16) * 257)
     out = decode(image, **LIMITS)
     assert out.mode == "RGB" and out.size == source.size
     assert np.asarray(out).std() > 10, "image came out blank"

@@ -76,7 +76,7 @@ def test_result_fields(sentiment) -> None:  # type: ignore[no-untyped-def]
 
 def test_fast_path_matches_sklearn_pipeline(sentiment) -> None:  # type: ignore[no-untyped-def]
     texts, _ = load_corpus()
-    sample = texts[::37][:1000] + ["!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
+    sample = [*texts[::37][:1000], "!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
     expected = sentiment.pipeline.predict_proba(sample)
     single = np.array([[r.negative, r.neutral, r.positive]
                        for r in (sentiment.predict_one(t) for t in sample)])

@@ -1,0 +1,1 @@
+"""Benchmark harness: measures call paths side by side and writes results under results/."""

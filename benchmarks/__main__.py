@@ -1,0 +1,70 @@
+"""`python -m benchmarks inprocess [--quick]`: run a benchmark and write its results."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from benchmarks.machine import machine_info
+from ml.config import Settings
+from ml.registry import Registry
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Parse arguments, run the chosen benchmark, write JSON, print a summary."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("benchmark", choices=["inprocess"])
+    parser.add_argument("--quick", action="store_true", help="few iterations (for tests)")
+    parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    args = parser.parse_args(argv)
+
+    from benchmarks import inprocess
+
+    before = machine_info()
+    registry = Registry(Settings.from_env())
+    registry.warmup()
+    results = inprocess.run(registry, quick=args.quick)
+    record = {"benchmark": args.benchmark, "quick": args.quick, "machine": before,
+              "load_after": machine_info()["load_average"], "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"{args.benchmark}{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print(render(results))
+    print(f"\nmachine: {before['cpu']}, {before['cores']} cores, load {before['load_average']}"
+          f"{' (BUSY: figures are pessimistic)' if before['busy'] else ''}")
+    print(f"written: {path}")
+    return 0
+
+
+def render(results: dict) -> str:  # type: ignore[type-arg]
+    """A readable table of the in-process p50/p99 figures."""
+    rows = [("sentiment single text (fast path)", results["sentiment"]["single_text"]),
+            ("sentiment single text (sklearn pipeline)",
+             results["sentiment"]["sklearn_pipeline_single_text"]),
+            ("sentiment batch of 1000 texts", results["sentiment"]["batch_1000_texts"])]
+    for key, figures in results["image"].items():
+        if key.startswith("threads_"):
+            threads = key.split("_")[1]
+            rows.append((f"image forward, {threads} thread(s)", figures["forward_only"]))
+            rows.append((f"image decoded->top5, {threads} thread(s)",
+                         figures["decoded_image_end_to_end"]))
+            rows.append((f"image batch of 8, per image, {threads} thread(s)",
+                         figures["batch_8_per_image"]))
+    for key, figures in results["recommender"].items():
+        rows.append((f"recommender {key.replace('_', ' ')}", figures))
+    width = max(len(name) for name, _ in rows)
+    lines = [f"{'in-process call':<{width}}  {'p50 ms':>9}  {'p99 ms':>9}  {'n':>6}"]
+    lines += [f"{name:<{width}}  {f['p50_ms']:>9.3f}  {f['p99_ms']:>9.3f}  {f['n']:>6}"
+              for name, f in rows]
+    lines.append(f"sentiment fast path vs sklearn (p50): "
+                 f"{results['sentiment']['speedup_vs_sklearn_p50']}x faster")
+    return "\n".join(lines)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,86 @@
+"""In-process latency of each model: the floor every other call path is compared against."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from benchmarks.stats import summarize
+from ml.registry import Registry
+
+
+def timed(fn: Callable[[Any], object], inputs: Sequence[Any], repeat: int) -> list[float]:
+    """Wall time of `fn(x)` for each input, cycling through `inputs` `repeat` times in all."""
+    times = []
+    for i in range(repeat):
+        item = inputs[i % len(inputs)]
+        start = time.perf_counter()
+        fn(item)
+        times.append(time.perf_counter() - start)
+    return times
+
+
+def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
+    """Measure every model in-process; returns the result tree."""
+    import torch
+
+    from ml.sentiment import load_corpus
+    from ml.samples import sample_photos
+
+    n = 300 if quick else 5000
+    results: dict[str, Any] = {}
+
+    sentiment = registry.get("sentiment")
+    texts, _ = load_corpus()
+    tweets = [t for t in texts[::7] if 60 <= len(t) <= 140][:2000]
+    pipeline = sentiment.pipeline  # type: ignore[attr-defined]
+    for _ in range(50):
+        sentiment.predict_one(tweets[0])  # type: ignore[attr-defined]
+    fast = summarize(timed(sentiment.predict_one, tweets, n))  # type: ignore[attr-defined]
+    stock = summarize(timed(lambda t: pipeline.predict_proba([t]), tweets, max(100, n // 10)))
+    batch = tweets[:1000] if len(tweets) >= 1000 else (tweets * 2)[:1000]
+    batch_times = timed(lambda b: sentiment.predict(b), [batch], 5 if quick else 20)
+    results["sentiment"] = {
+        "single_text": fast,
+        "sklearn_pipeline_single_text": stock,
+        "speedup_vs_sklearn_p50": round(stock["p50_ms"] / fast["p50_ms"], 1),
+        "batch_1000_texts": summarize(batch_times),
+        "text_chars_median": sorted(len(t) for t in tweets)[len(tweets) // 2],
+    }
+
+    image = registry.get("image")
+    photos = sample_photos()
+    decoded = [image.decode(p) for p in photos]  # type: ignore[attr-defined]
+    tensors = [image.preprocess(p) for p in decoded]  # type: ignore[attr-defined]
+    threads_before = torch.get_num_threads()
+    image_results: dict[str, Any] = {}
+    for threads in sorted({1, threads_before}):
+        torch.set_num_threads(threads)
+        image.warmup()
+        reps = 20 if quick else 200
+        image_results[f"threads_{threads}"] = {
+            "forward_only": summarize(timed(lambda x: image.probabilities([x]),  # type: ignore[attr-defined]
+                                            tensors, reps)),
+            "decoded_image_end_to_end": summarize(
+                timed(lambda p: image.predict([p], top_k=5), decoded, reps)),
+        }
+        batch_tensors = (tensors * 4)[:8]
+        per_batch = timed(lambda b: image.probabilities(b), [batch_tensors],  # type: ignore[attr-defined]
+                          3 if quick else 10)
+        image_results[f"threads_{threads}"]["batch_8_per_image"] = {
+            k: (round(v / 8, 4) if k.endswith("_ms") else v)
+            for k, v in summarize(per_batch).items()}
+    torch.set_num_threads(threads_before)
+    results["image"] = {"device": str(image.device), **image_results}  # type: ignore[attr-defined]
+
+    recommender = registry.get("recommender")
+    users = recommender.known_users()  # type: ignore[attr-defined]
+    results["recommender"] = {
+        "top10_known_household": summarize(timed(recommender.recommend, users, n)),  # type: ignore[attr-defined]
+        "top10_with_category": summarize(timed(
+            lambda u: recommender.recommend(u, category="PRODUCE"), users, n)),  # type: ignore[attr-defined]
+        "top10_unknown_household": summarize(timed(
+            recommender.recommend, [f"new-{i}" for i in range(50)], n)),  # type: ignore[attr-defined]
+    }
+    return results

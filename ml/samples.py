@@ -1,0 +1,41 @@
+"""Sample inputs shipped by installed packages: photos for the gallery, texts for examples."""
+
+from __future__ import annotations
+
+from typing import Any
+
+PHOTOS = {
+    "chelsea": "Chelsea the cat (scikit-image)",
+    "coffee": "A cup of coffee (scikit-image)",
+    "astronaut": "Astronaut Eileen Collins (scikit-image)",
+    "rocket": "A rocket on the launch pad (scikit-image)",
+    "china.jpg": "A temple in China (scikit-learn)",
+    "flower.jpg": "A flower (scikit-learn)",
+}
+
+TEXTS = (
+    "I absolutely love how smooth the ride was, best trip ever!",
+    "The update broke everything and support never answered. Terrible.",
+    "The new model will be presented at the conference on Thursday.",
+    "Not bad at all, though the battery could last longer.",
+)
+
+
+def sample_photo(name: str) -> Any:
+    """One sample photo as a PIL image; names are the keys of PHOTOS."""
+    from PIL import Image
+
+    if name not in PHOTOS:
+        raise KeyError(f"unknown sample photo {name!r}; choose from {', '.join(PHOTOS)}")
+    if name.endswith(".jpg"):
+        from sklearn.datasets import load_sample_image
+
+        return Image.fromarray(load_sample_image(name))
+    import skimage.data
+
+    return Image.fromarray(getattr(skimage.data, name)())
+
+
+def sample_photos() -> list[Any]:
+    """Every sample photo, in PHOTOS order."""
+    return [sample_photo(name) for name in PHOTOS]
