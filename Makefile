@@ -3,9 +3,10 @@ PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
+HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: run test test-fast lint typecheck bench clean
+.PHONY: run api test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +20,13 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
+# UI at / and the REST API at /api, /health, /metrics: one process, one port.
 run: $(VENV)/.runtime
-	$(BIN)/python -m ml info > /dev/null
-	$(BIN)/python -m ml evaluate
+	$(BIN)/streamlit run server.py --server.port $(PORT) --server.address $(HOST)
+
+# The REST API alone (programmatic use, scale-out).
+api: $(VENV)/.runtime
+	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 20
 
 test: $(VENV)/.dev
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -25,8 +25,8 @@ def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     """Measure every model in-process; returns the result tree."""
     import torch
 
-    from ml.sentiment import load_corpus
     from ml.samples import sample_photos
+    from ml.sentiment import load_corpus
 
     n = 300 if quick else 5000
     results: dict[str, Any] = {}
@@ -63,7 +63,7 @@ def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
             "forward_only": summarize(timed(lambda x: image.probabilities([x]),  # type: ignore[attr-defined]
                                             tensors, reps)),
             "decoded_image_end_to_end": summarize(
-                timed(lambda p: image.predict([p], top_k=5), decoded, reps)),
+                timed(lambda p: image.predict([p], top_k=5), decoded, reps)),  # type: ignore[call-arg]
         }
         batch_tensors = (tensors * 4)[:8]
         per_batch = timed(lambda b: image.probabilities(b), [batch_tensors],  # type: ignore[attr-defined]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -19,11 +20,11 @@ def _default_cache_dir() -> Path:
     return Path.home() / ".cache" / "realtime-ml"
 
 
-def _setting(default: Any, env: str, help: str) -> Any:
+def _setting(default: Any, env: str, help: str, *, secret: bool = False) -> Any:
     meta = {"env": env, "help": help}
     if callable(default):
-        return field(default_factory=default, metadata=meta)
-    return field(default=default, metadata=meta)
+        return field(default_factory=default, metadata=meta, repr=not secret)
+    return field(default=default, metadata=meta, repr=not secret)
 
 
 @dataclass(frozen=True)
@@ -50,6 +51,45 @@ class Settings:
         40_000_000, "ML_MAX_IMAGE_PIXELS", "Largest decoded image (width x height)."
     )
 
+    # -- serving (read by the API layer; kept here so that env is read in one place) --
+    api_keys: tuple[str, ...] = _setting(
+        (), "ML_API_KEYS", "Comma-separated API keys; empty turns auth off.", secret=True
+    )
+    rate_limit_per_second: float = _setting(
+        50.0, "ML_RATE_LIMIT_PER_SECOND", "Sustained requests/s per key or client (0: off)."
+    )
+    rate_limit_burst: int = _setting(100, "ML_RATE_LIMIT_BURST", "Token-bucket burst size.")
+    trusted_proxies: tuple[str, ...] = _setting(
+        (), "ML_TRUSTED_PROXIES",
+        "Proxy addresses/CIDRs whose X-Forwarded-For is believed for rate limiting."
+    )
+    max_body_bytes: int = _setting(
+        12 * 1024 * 1024, "ML_MAX_BODY_BYTES", "Largest request body accepted."
+    )
+    max_batch_texts: int = _setting(
+        2000, "ML_MAX_BATCH_TEXTS", "Most texts one /api/predict/batch call may carry."
+    )
+    threadpool_size: int = _setting(
+        8, "ML_THREADPOOL_SIZE", "Worker threads for model calls off the event loop."
+    )
+    request_timeout_s: float = _setting(
+        10.0, "ML_REQUEST_TIMEOUT_S", "Deadline for one prediction request."
+    )
+    cors_origins: tuple[str, ...] = _setting(
+        (), "ML_CORS_ORIGINS", "Comma-separated origins allowed by CORS (empty: none)."
+    )
+    url_fetch_allow: tuple[str, ...] = _setting(
+        (), "ML_URL_FETCH_ALLOW",
+        "CIDRs that image_url may reach even though private (default: public only)."
+    )
+    url_fetch_timeout_s: float = _setting(
+        5.0, "ML_URL_FETCH_TIMEOUT_S", "Total time allowed to fetch an image_url."
+    )
+    url_fetch_max_redirects: int = _setting(
+        3, "ML_URL_FETCH_MAX_REDIRECTS", "Redirects followed for image_url (each re-checked)."
+    )
+    warmup: bool = _setting(True, "ML_WARMUP", "Load and warm every model at start-up.")
+
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError("ML_DEVICE", self.device, f"one of {', '.join(DEVICES)}")
@@ -58,11 +98,21 @@ class Settings:
             raise ConfigError(
                 "ML_MODELS", ",".join(self.models), f"a subset of {', '.join(MODEL_NAMES)}"
             )
-        for name in ("torch_threads", "max_text_chars", "max_image_bytes", "max_image_pixels"):
-            value = getattr(self, name)
-            minimum = 0 if name == "torch_threads" else 1
-            if value < minimum:
-                raise ConfigError(_env_name(name), str(value), f"an integer >= {minimum}")
+        minimums = {"torch_threads": 0, "max_text_chars": 1, "max_image_bytes": 1,
+                    "max_image_pixels": 1, "rate_limit_per_second": 0, "rate_limit_burst": 1,
+                    "max_body_bytes": 1024, "max_batch_texts": 1, "threadpool_size": 1,
+                    "request_timeout_s": 0.01, "url_fetch_timeout_s": 0.01,
+                    "url_fetch_max_redirects": 0}
+        for name, minimum in minimums.items():
+            if getattr(self, name) < minimum:
+                raise ConfigError(_env_name(name), str(getattr(self, name)),
+                                  f"a number >= {minimum}")
+        for cidr in (*self.trusted_proxies, *self.url_fetch_allow):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError("ML_TRUSTED_PROXIES/ML_URL_FETCH_ALLOW", cidr,
+                                  "IP addresses or CIDR networks") from None
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None) -> Settings:
@@ -88,6 +138,8 @@ class Settings:
             default = f.default_factory() if callable(f.default_factory) else f.default
             if isinstance(default, tuple):
                 default = ",".join(default)
+            if f.name == "api_keys":
+                default = "(none: auth off)"
             rows.append(
                 {"name": f.name, "env": f.metadata["env"], "default": str(default),
                  "help": f.metadata["help"]}
@@ -108,6 +160,17 @@ def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
             return int(raw)
         except ValueError:
             raise ConfigError(f.metadata["env"], raw, "an integer") from None
+    if kind == "float":
+        try:
+            return float(raw)
+        except ValueError:
+            raise ConfigError(f.metadata["env"], raw, "a number") from None
+    if kind == "bool":
+        if raw.lower() in ("1", "true", "yes", "on"):
+            return True
+        if raw.lower() in ("0", "false", "no", "off"):
+            return False
+        raise ConfigError(f.metadata["env"], raw, "true or false")
     if kind == "tuple[str, ...]":
         return tuple(part.strip() for part in raw.split(",") if part.strip())
     return raw

@@ -60,3 +60,36 @@ class ConfigError(MLError):
     def __init__(self, env: str, value: str, expected: str) -> None:
         super().__init__(f"{env}={value!r} is invalid: expected {expected}",
                          details={"setting": env, "value": value})
+
+
+class UrlNotAllowed(InvalidInput):
+    """Raised when an image_url points somewhere the service must not reach (SSRF guard)."""
+
+    code = "url_not_allowed"
+
+
+class UrlFetchFailed(InvalidInput):
+    """Raised when an image_url could not be fetched: timeout, bad status, too big."""
+
+    code = "url_fetch_failed"
+
+
+class Overloaded(MLError):
+    """Raised when a model's queue is full; the caller should retry after a pause."""
+
+    code = "overloaded"
+
+    def __init__(self, name: str, retry_after_s: float = 1.0) -> None:
+        super().__init__(f"model {name!r} is at capacity; retry shortly",
+                         details={"model": name, "retry_after_s": retry_after_s})
+        self.retry_after_s = retry_after_s
+
+
+class DeadlineExceeded(MLError):
+    """Raised when a prediction did not finish within its deadline."""
+
+    code = "deadline_exceeded"
+
+    def __init__(self, name: str, seconds: float) -> None:
+        super().__init__(f"model {name!r} did not answer within {seconds:g}s",
+                         details={"model": name, "deadline_s": seconds})

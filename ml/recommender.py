@@ -12,6 +12,7 @@ from scipy import sparse
 from ml.artifacts import ArtifactStore, file_digest, package_file
 from ml.config import Settings
 from ml.errors import InvalidInput
+from ml.limits import MAX_LIMIT, MAX_USER_ID_CHARS
 
 NAME = "recommender"
 VERSION = "recommender-v1"
@@ -26,7 +27,6 @@ REGULARIZATION = 100.0
 ALPHA = 5.0
 ITERATIONS = 15
 SEED = 42
-MAX_LIMIT = 100
 K = 10
 
 Strategy = Literal["als", "popular", "fold_in"]
@@ -368,8 +368,9 @@ def _validate_user(user_id: object) -> str:
     if isinstance(user_id, bool) or not isinstance(user_id, (str, int)):
         raise InvalidInput("user_id must be a string", field="user_id")
     key = str(user_id).strip()
-    if not key or len(key) > 64:
-        raise InvalidInput("user_id must be 1 to 64 characters", field="user_id")
+    if not key or len(key) > MAX_USER_ID_CHARS:
+        raise InvalidInput(f"user_id must be 1 to {MAX_USER_ID_CHARS} characters",
+                           field="user_id")
     return key
 
 

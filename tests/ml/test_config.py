@@ -28,6 +28,18 @@ def test_reads_only_the_given_mapping(tmp_path: Path) -> None:
     assert settings.max_text_chars == 100
 
 
+def test_serving_settings(tmp_path: Path) -> None:
+    settings = Settings.from_env({
+        "ML_API_KEYS": "k1, k2", "ML_RATE_LIMIT_PER_SECOND": "2.5", "ML_WARMUP": "off",
+        "ML_URL_FETCH_ALLOW": "127.0.0.0/8", "ML_CORS_ORIGINS": "https://a.example",
+    })
+    assert settings.api_keys == ("k1", "k2")
+    assert settings.rate_limit_per_second == 2.5
+    assert settings.warmup is False
+    assert settings.url_fetch_allow == ("127.0.0.0/8",)
+    assert settings.cors_origins == ("https://a.example",)
+
+
 def test_blank_values_mean_default() -> None:
     assert Settings.from_env({"ML_DEVICE": "  "}).device == "auto"
 
@@ -38,6 +50,9 @@ def test_blank_values_mean_default() -> None:
     pytest.param("ML_TORCH_THREADS", "-1", ">= 0", id="threads-negative"),
     pytest.param("ML_MODELS", "sentiment,llm", "subset", id="unknown-model"),
     pytest.param("ML_MAX_TEXT_CHARS", "0", ">= 1", id="zero-limit"),
+    pytest.param("ML_RATE_LIMIT_PER_SECOND", "fast", "a number", id="rate-not-number"),
+    pytest.param("ML_WARMUP", "maybe", "true or false", id="bool"),
+    pytest.param("ML_TRUSTED_PROXIES", "10.0.0.0/8,not-an-ip", "CIDR", id="bad-cidr"),
 ])
 def test_bad_values_are_refused_naming_the_variable(env: str, value: str, fragment: str) -> None:
     with pytest.raises(ConfigError) as caught:

@@ -85,6 +85,7 @@ def test_lazy_and_loaded_once_under_concurrency(settings: Settings) -> None:
     for t in threads:
         t.join()
     assert builder.builds == 1
+    assert registry.load_count("echo") == 1
     assert len({id(m) for m in results}) == 1
     status = registry.status("echo")
     assert status.state == "ready"

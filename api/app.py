@@ -1,0 +1,76 @@
+"""create_app(): the REST API as a Starlette app. `uvicorn api.app:app` serves it alone."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from starlette.applications import Starlette
+from starlette.middleware import Middleware
+from starlette.middleware.cors import CORSMiddleware
+
+from api.errors import EXCEPTION_HANDLERS
+from api.middleware import (AuthMiddleware, BodyLimitMiddleware, RateLimitMiddleware,
+                            RequestContextMiddleware)
+from api.routes import ROUTES
+from api.service import Service
+from ml.config import Settings
+from ml.registry import Registry, default_registry
+
+
+def middleware_for(service: Service) -> list[Middleware]:
+    """The API's middleware, outermost first (also installed on the one-process app)."""
+    settings = service.settings
+    stack = [Middleware(RequestContextMiddleware, metrics=service.metrics,
+                        known_routes=[r.path for r in ROUTES])]
+    if settings.cors_origins:
+        stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
+                                allow_methods=["GET", "POST"],
+                                allow_headers=["authorization", "x-api-key", "content-type",
+                                               "x-request-id"],
+                                expose_headers=["x-request-id", "retry-after"]))
+    stack += [
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(AuthMiddleware, keys=settings.api_keys),
+        Middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second,
+                   burst=settings.rate_limit_burst, trusted_proxies=settings.trusted_proxies),
+    ]
+    return stack
+
+
+@asynccontextmanager
+async def serving(service: Service) -> AsyncIterator[None]:
+    """Start warm-up (readiness waits for it); on shutdown stop being ready and clean up."""
+    service.start()
+    try:
+        yield
+    finally:
+        await service.stop()
+
+
+def create_app(settings: Settings | None = None, registry: Registry | None = None,
+               service: Service | None = None, extra_routes: Sequence[Any] = ()) -> Starlette:
+    """The API over `registry` (default: the process-wide one, shared with the UI)."""
+    if service is None:
+        settings = settings or (registry.settings if registry else Settings.from_env())
+        service = Service(settings, registry or default_registry())
+
+    @asynccontextmanager
+    async def lifespan(app: Starlette) -> AsyncIterator[None]:
+        async with serving(service):
+            yield
+
+    app = Starlette(routes=[*ROUTES, *extra_routes], middleware=middleware_for(service),
+                    exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    app.state.service = service
+    return app
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    """JSON-per-line access logs on stderr (called by entry points, never at import)."""
+    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+
+
+app = create_app()

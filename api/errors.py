@@ -1,0 +1,128 @@
+"""HTTP errors: one JSON shape, one place that maps ml errors to status codes."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from starlette.exceptions import HTTPException
+from starlette.requests import Request
+from starlette.responses import Response
+
+from api.encoding import json_response
+from ml.errors import (ConfigError, DeadlineExceeded, InvalidInput, MLError, ModelUnavailable,
+                       Overloaded, UnknownModel, UrlFetchFailed, UrlNotAllowed)
+
+logger = logging.getLogger("api")
+
+# ml error -> HTTP status. Subclasses before their bases: the first match wins.
+STATUS: tuple[tuple[type[MLError], int], ...] = (
+    (UrlNotAllowed, 422),
+    (UrlFetchFailed, 422),
+    (InvalidInput, 422),
+    (UnknownModel, 404),
+    (Overloaded, 503),
+    (ModelUnavailable, 503),
+    (DeadlineExceeded, 504),
+    (ConfigError, 500),
+    (MLError, 500),
+)
+
+
+class ApiError(Exception):
+    """An HTTP-level refusal (bad JSON, wrong media type, auth, limits) with its status."""
+
+    def __init__(self, status: int, code: str, message: str, *,
+                 details: dict[str, Any] | None = None,
+                 headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
+        self.details = details or {}
+        self.headers = headers or {}
+
+
+def error_body(code: str, message: str, details: dict[str, Any] | None,
+               request_id: str | None) -> dict[str, Any]:
+    """The one error shape every endpoint returns."""
+    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    if request_id:
+        error["request_id"] = request_id
+    return {"error": error}
+
+
+def error_response(status: int, code: str, message: str, *,
+                   details: dict[str, Any] | None = None, request_id: str | None = None,
+                   headers: dict[str, str] | None = None) -> Response:
+    """A JSON error response."""
+    return json_response(error_body(code, message, details, request_id), status=status,
+                         headers=headers)
+
+
+def status_of(exc: MLError) -> int:
+    """HTTP status for an ml error."""
+    for kind, status in STATUS:
+        if isinstance(exc, kind):
+            return status
+    return 500
+
+
+def request_id_of(request: Request) -> str | None:
+    """The id the request-context middleware gave this request."""
+    value = request.scope.get("state", {}).get("request_id")
+    return value if isinstance(value, str) else None
+
+
+async def handle_ml_error(request: Request, exc: Exception) -> Response:
+    """MLError -> its status and code."""
+    assert isinstance(exc, MLError)
+    status = status_of(exc)
+    headers = {}
+    if isinstance(exc, Overloaded):
+        headers["Retry-After"] = str(max(1, round(exc.retry_after_s)))
+    if status >= 500 and not isinstance(exc, Overloaded | ModelUnavailable | DeadlineExceeded):
+        logger.error("ml error %s: %s", exc.code, exc.message)
+    return error_response(status, exc.code, exc.message, details=exc.details,
+                          request_id=request_id_of(request), headers=headers)
+
+
+async def handle_api_error(request: Request, exc: Exception) -> Response:
+    """ApiError -> its status and code."""
+    assert isinstance(exc, ApiError)
+    return error_response(exc.status, exc.code, exc.message, details=exc.details,
+                          request_id=request_id_of(request), headers=exc.headers)
+
+
+HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
+
+
+async def handle_http_exception(request: Request, exc: Exception) -> Response:
+    """Starlette's routing errors (404, 405) in the JSON shape."""
+    assert isinstance(exc, HTTPException)
+    if exc.status_code == 404:
+        message = f"no endpoint at {request.url.path}"
+    elif exc.status_code == 405:
+        message = f"{request.method} is not allowed on {request.url.path}"
+    else:
+        message = str(exc.detail)
+    return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"),
+                          message, request_id=request_id_of(request), headers=exc.headers)
+
+
+async def handle_unexpected(request: Request, exc: Exception) -> Response:
+    """A bug: log it with the request id, tell the client only the id."""
+    request_id = request_id_of(request)
+    logger.exception("unhandled error in %s %s (request %s)", request.method,
+                     request.url.path, request_id)
+    return error_response(500, "internal_error",
+                          "internal server error; quote the request id when reporting it",
+                          request_id=request_id)
+
+
+EXCEPTION_HANDLERS: dict[Any, Any] = {
+    MLError: handle_ml_error,
+    ApiError: handle_api_error,
+    HTTPException: handle_http_exception,
+    Exception: handle_unexpected,
+}

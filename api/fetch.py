@@ -1,0 +1,138 @@
+"""image_url fetching that cannot be turned against internal addresses (SSRF)."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import socket
+from collections.abc import Awaitable, Callable, Iterable
+
+import anyio
+import httpx
+
+from ml.errors import UrlFetchFailed, UrlNotAllowed
+
+Resolver = Callable[[str, int], Awaitable[list[str]]]
+IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
+
+
+async def system_resolver(host: str, port: int) -> list[str]:
+    """Every address `host` resolves to (numeric spellings like 0x7f.1 included)."""
+    loop = asyncio.get_running_loop()
+    try:
+        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        raise UrlFetchFailed(f"cannot resolve host {host!r}: {exc}", field="image_url") from None
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def is_public(ip: IPAddress) -> bool:
+    """True only for globally routable unicast addresses."""
+    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
+        ip = ip.ipv4_mapped
+    return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local
+                                 or ip.is_loopback or ip.is_private or ip.is_unspecified)
+
+
+class ImageFetcher:
+    """GETs image URLs safely: http(s) only, checked addresses, bounded size, time, hops."""
+
+    def __init__(self, *, max_bytes: int, timeout_s: float, max_redirects: int,
+                 allow: Iterable[str] = (), resolver: Resolver | None = None,
+                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+        self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
+        self.max_redirects = max_redirects
+        self.allow = [ipaddress.ip_network(cidr, strict=False) for cidr in allow]
+        self.resolver = resolver or system_resolver
+        self.client = httpx.AsyncClient(transport=transport, follow_redirects=False,
+                                        trust_env=False, timeout=httpx.Timeout(timeout_s))
+
+    async def aclose(self) -> None:
+        """Close pooled connections."""
+        await self.client.aclose()
+
+    async def fetch(self, url: str) -> bytes:
+        """The body at `url`, or UrlNotAllowed / UrlFetchFailed."""
+        try:
+            with anyio.fail_after(self.timeout_s):
+                return await self._fetch(url)
+        except TimeoutError:
+            raise UrlFetchFailed(f"image_url took longer than {self.timeout_s:g}s",
+                                 field="image_url") from None
+
+    async def _fetch(self, url: str) -> bytes:
+        current = self._parse(url)
+        for _ in range(self.max_redirects + 1):
+            address = await self.check(current)
+            target = current.copy_with(host=address)
+            host_header = current.host if current.port is None else f"{current.host}:{current.port}"
+            extensions = {"sni_hostname": current.host} if current.scheme == "https" else {}
+            request = self.client.build_request("GET", target, headers={
+                "host": host_header, "accept": "image/*", "user-agent": "realtime-ml/1"},
+                extensions=extensions)
+            try:
+                response = await self.client.send(request, stream=True)
+            except httpx.HTTPError as exc:
+                raise UrlFetchFailed(f"could not fetch image_url: {type(exc).__name__}",
+                                     field="image_url") from None
+            try:
+                if response.is_redirect:
+                    location = response.headers.get("location")
+                    if not location:
+                        raise UrlFetchFailed("redirect without a Location", field="image_url")
+                    current = self._parse(str(current.join(location)))
+                    continue
+                if response.status_code != 200:
+                    raise UrlFetchFailed(f"image_url answered HTTP {response.status_code}",
+                                         field="image_url", status=response.status_code)
+                return await self._read(response)
+            finally:
+                await response.aclose()
+        raise UrlFetchFailed(f"image_url redirected more than {self.max_redirects} times",
+                             field="image_url")
+
+    async def check(self, url: httpx.URL) -> str:
+        """The address to connect to, if every address of the host is allowed."""
+        host = url.host
+        try:
+            literal: IPAddress | None = ipaddress.ip_address(host)
+        except ValueError:
+            literal = None
+        addresses = [str(literal)] if literal is not None else await self.resolver(
+            host, url.port or (443 if url.scheme == "https" else 80))
+        if not addresses:
+            raise UrlFetchFailed(f"host {host!r} has no address", field="image_url")
+        for address in addresses:
+            ip = ipaddress.ip_address(address.split("%")[0])
+            if not (is_public(ip) or any(ip in network for network in self.allow)):
+                raise UrlNotAllowed(f"image_url host {host!r} resolves to a non-public "
+                                    f"address ({ip}); refused", field="image_url")
+        return addresses[0]
+
+    def _parse(self, url: str) -> httpx.URL:
+        try:
+            parsed = httpx.URL(url)
+        except (httpx.InvalidURL, ValueError, TypeError):
+            raise UrlNotAllowed("image_url is not a valid URL", field="image_url") from None
+        if parsed.scheme not in ("http", "https"):
+            raise UrlNotAllowed(f"image_url scheme {parsed.scheme or '(none)'!r} is not "
+                                "allowed; use http or https", field="image_url")
+        if not parsed.host:
+            raise UrlNotAllowed("image_url has no host", field="image_url")
+        if parsed.userinfo:
+            raise UrlNotAllowed("image_url must not carry credentials", field="image_url")
+        return parsed
+
+    async def _read(self, response: httpx.Response) -> bytes:
+        declared = response.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+            raise UrlFetchFailed(f"image_url is larger than {self.max_bytes} bytes",
+                                 field="image_url", limit=self.max_bytes)
+        body = bytearray()
+        async for chunk in response.aiter_bytes():  # decoded, so gzip cannot smuggle size
+            body += chunk
+            if len(body) > self.max_bytes:
+                raise UrlFetchFailed(f"image_url is larger than {self.max_bytes} bytes",
+                                     field="image_url", limit=self.max_bytes)
+        return bytes(body)

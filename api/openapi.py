@@ -1,0 +1,160 @@
+"""/openapi.json built from the schemas the handlers validate with, and an offline docs page."""
+
+from __future__ import annotations
+
+import html
+import json
+from functools import lru_cache
+from typing import Any
+
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from api import schemas
+from ml.config import Settings
+
+ERRORS = {
+    "400": "Malformed JSON or multipart body",
+    "401": "Missing or invalid API key (when keys are configured)",
+    "404": "Unknown route",
+    "405": "Method not allowed",
+    "413": "Body over ML_MAX_BODY_BYTES",
+    "415": "Wrong Content-Type",
+    "422": "Body failed validation (details.errors names each field) or invalid input",
+    "429": "Rate limited (see Retry-After)",
+    "500": "Bug; the body carries a request_id",
+    "503": "Model unavailable or at capacity (see Retry-After)",
+    "504": "Model did not answer within ML_REQUEST_TIMEOUT_S",
+}
+
+# (method, path, summary, request schema, response schema, error statuses)
+OPERATIONS: list[tuple[str, str, str, Any, type[BaseModel], tuple[str, ...]]] = [
+    ("post", "/api/predict/sentiment", "Sentiment of one text", schemas.SentimentRequest,
+     schemas.SentimentResponse, ("400", "401", "413", "415", "422", "429", "503", "504")),
+    ("post", "/api/predict/batch", "Sentiment of many texts, one result per text, in order",
+     schemas.BatchRequest, schemas.BatchResponse,
+     ("400", "401", "413", "415", "422", "429", "503", "504")),
+    ("post", "/api/predict/image", "Top-k ImageNet classes of an image (JSON or multipart)",
+     (schemas.ImageRequest, schemas.ImageUpload), schemas.ImageResponse,
+     ("400", "401", "413", "415", "422", "429", "503", "504")),
+    ("post", "/api/predict/recommend", "Product recommendations for a household",
+     schemas.RecommendRequest, schemas.RecommendResponse,
+     ("400", "401", "413", "415", "422", "429", "503", "504")),
+    ("get", "/api/models", "Each model's state, version, load time and model card", None,
+     schemas.ModelsResponse, ("401", "429")),
+    ("get", "/health", "Overall health, per-model state, process memory", None,
+     schemas.HealthResponse, ("503",)),
+    ("get", "/health/live", "Liveness: the process answers", None, schemas.ProbeResponse, ()),
+    ("get", "/health/ready", "Readiness: warmed up and not draining (503 otherwise)", None,
+     schemas.ProbeResponse, ("503",)),
+    ("get", "/metrics", "Request and model metrics as JSON (text/plain Accept: Prometheus)",
+     None, schemas.MetricsResponse, ("401",)),
+]
+
+
+@lru_cache(maxsize=8)
+def openapi_spec(settings: Settings) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API."""
+    models: list[type[BaseModel]] = [schemas.ErrorResponse]
+    for _, _, _, request, response, _ in OPERATIONS:
+        if isinstance(request, tuple):
+            models += list(request)
+        elif request is not None:
+            models.append(request)
+        models.append(response)
+    mode = {m: ("validation" if issubclass(m, schemas.Strict) or m is schemas.ImageUpload
+                else "serialization") for m in models}
+    _, top = models_json_schema([(m, mode[m]) for m in dict.fromkeys(models)],
+                                ref_template="#/components/schemas/{model}")
+    components = top.get("$defs", {})
+    paths: dict[str, Any] = {}
+    for method, path, summary, request, response, errors in OPERATIONS:
+        operation: dict[str, Any] = {
+            "summary": summary,
+            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}",
+            "responses": {"200": {"description": "OK", "content": {"application/json": {
+                "schema": _ref(response)}}}},
+        }
+        for status in errors:
+            operation["responses"][status] = {"description": ERRORS[status], "content": {
+                "application/json": {"schema": _ref(schemas.ErrorResponse)}}}
+        if path.startswith("/api/") and settings.api_keys:
+            operation["security"] = [{"bearer": []}, {"apiKey": []}]
+        if isinstance(request, tuple):
+            json_schema, form_schema = request
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _ref(json_schema)},
+                "multipart/form-data": {"schema": _ref(form_schema)}}}
+        elif request is not None:
+            operation["requestBody"] = {"required": True, "content": {
+                "application/json": {"schema": _ref(request)}}}
+        paths.setdefault(path, {})[method] = operation
+    paths["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"] = {
+        "schema": {"type": "string"}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "Real-time ML prediction API", "version": "1.0.0",
+                 "description": "Sentiment, image classification and recommendations served "
+                                "in-process. Every error is JSON {error: {code, message, "
+                                f"details}}. Batches hold up to {settings.max_batch_texts} "
+                                f"texts; bodies up to {settings.max_body_bytes} bytes."},
+        "paths": paths,
+        "components": {"schemas": components, "securitySchemes": {
+            "bearer": {"type": "http", "scheme": "bearer"},
+            "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
+    }
+
+
+def _ref(model: type[BaseModel]) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{model.__name__}"}
+
+
+def docs_html(spec: dict[str, Any]) -> str:
+    """A self-contained HTML page describing every operation (no external assets)."""
+    rows = []
+    for path, methods in spec["paths"].items():
+        for method, op in methods.items():
+            body = op.get("requestBody", {}).get("content", {})
+            request = "".join(
+                f"<p><b>{html.escape(kind)}</b></p><pre>"
+                f"{html.escape(json.dumps(_resolve(s['schema'], spec), indent=2))}</pre>"
+                for kind, s in body.items())
+            response = op["responses"]["200"]["content"]["application/json"]["schema"]
+            statuses = ", ".join(f"<code>{s}</code> {html.escape(r['description'])}"
+                                 for s, r in op["responses"].items() if s != "200")
+            rows.append(
+                f"<section><h2><span class='m'>{method.upper()}</span> <code>{path}</code></h2>"
+                f"<p>{html.escape(op['summary'])}</p>{request}"
+                f"<details><summary>200 response</summary><pre>"
+                f"{html.escape(json.dumps(_resolve(response, spec), indent=2))}</pre></details>"
+                f"<p class='e'>{statuses}</p></section>")
+    info = spec["info"]
+    return (
+        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
+        f"<title>{html.escape(info['title'])}</title><style>"
+        "body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;"
+        "color:#1f2933}h1{font-size:1.6rem}h2{font-size:1.1rem;margin-top:2rem}"
+        "pre{background:#f4f6f8;padding:.75rem;overflow:auto;font-size:13px}"
+        ".m{background:#2563eb;color:#fff;border-radius:4px;padding:0 .4rem;font-size:.85rem}"
+        ".e{font-size:13px;color:#52606d}</style></head><body>"
+        f"<h1>{html.escape(info['title'])}</h1><p>{html.escape(info['description'])}</p>"
+        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
+        + "".join(rows) + "</body></html>")
+
+
+def _resolve(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) -> Any:
+    """Inline $refs for display."""
+    if depth > 6:
+        return schema
+    if "$ref" in schema:
+        name = schema["$ref"].rsplit("/", 1)[1]
+        return _resolve(spec["components"]["schemas"][name], spec, depth + 1)
+    out: dict[str, Any] = {}
+    for key, value in schema.items():
+        if isinstance(value, dict):
+            out[key] = _resolve(value, spec, depth + 1)
+        elif isinstance(value, list):
+            out[key] = [_resolve(v, spec, depth + 1) if isinstance(v, dict) else v for v in value]
+        else:
+            out[key] = value
+    return out

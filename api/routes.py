@@ -1,0 +1,232 @@
+"""Handlers: parse and validate, call the model off the event loop, encode. No rules here."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+from typing import Any, TypeVar
+
+from pydantic import BaseModel, ValidationError
+from starlette.datastructures import UploadFile
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, Response
+from starlette.routing import Route
+
+from api import schemas
+from api.encoding import json_response
+from api.errors import ApiError
+from api.openapi import docs_html, openapi_spec
+from api.service import Service
+from ml.errors import InvalidInput
+from ml.metrics import PROMETHEUS_CONTENT_TYPE
+from ml.recommender import Recommendations
+from ml.sentiment import SentimentResult, validate_batch
+
+M = TypeVar("M", bound=BaseModel)
+
+
+def service_of(request: Request) -> Service:
+    """The Service this app was built with."""
+    service: Service = request.app.state.service
+    return service
+
+
+async def parse(request: Request, schema: type[M]) -> M:
+    """The JSON body validated against `schema`: 415, 400 or 422 otherwise."""
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type != "application/json":
+        raise ApiError(415, "unsupported_media_type",
+                       f"send Content-Type: application/json (got {media_type or 'none'!r})")
+    body = await request.body()
+    try:
+        return schema.model_validate_json(body, strict=True)
+    except ValidationError as exc:
+        raise validation_error(exc) from None
+
+
+def validation_error(exc: ValidationError) -> ApiError:
+    """400 for unparseable JSON, 422 naming each bad field otherwise."""
+    errors = exc.errors(include_url=False, include_context=False, include_input=False)
+    if any(e["type"] == "json_invalid" for e in errors):
+        return ApiError(400, "malformed_json", f"request body is not valid JSON: "
+                                               f"{errors[0]['msg']}")
+    fields = [{"field": ".".join(str(part) for part in e["loc"]) or "(body)",
+               "message": e["msg"], "type": e["type"]} for e in errors]
+    first = fields[0]
+    return ApiError(422, "validation_error", f"{first['field']}: {first['message']}",
+                    details={"errors": fields})
+
+
+def sentiment_body(result: SentimentResult, detailed: bool) -> dict[str, Any]:
+    body: dict[str, Any] = {"sentiment": result.sentiment, "confidence": result.confidence,
+                            "score": result.score}
+    if detailed:
+        body["probabilities"] = result.probabilities
+        body["terms"] = [{"term": t, "weight": w} for t, w in result.terms]
+    return body
+
+
+async def predict_sentiment(request: Request) -> Response:
+    service = service_of(request)
+    body = await parse(request, schemas.SentimentRequest)
+    detailed = body.options.detailed
+    result, seconds = await service.call(
+        "sentiment", lambda m: m.predict_one(body.text, detailed=detailed))  # type: ignore[attr-defined]
+    model = service.registry.get("sentiment")
+    return json_response({**sentiment_body(result, detailed),
+                          "latency_ms": round(seconds * 1e3, 4), "model": model.version})
+
+
+async def predict_batch(request: Request) -> Response:
+    service = service_of(request)
+    body = await parse(request, schemas.BatchRequest)
+    texts = validate_batch(body.texts, service.settings.max_batch_texts)
+    detailed = body.options.detailed
+    results, seconds = await service.call(
+        "sentiment", lambda m: m.predict(texts, detailed=detailed),  # type: ignore[call-arg]
+        items=len(texts))
+    return json_response({"results": [sentiment_body(r, detailed) for r in results],
+                          "count": len(results), "latency_ms": round(seconds * 1e3, 4),
+                          "model": service.registry.get("sentiment").version})
+
+
+async def predict_image(request: Request) -> Response:
+    service = service_of(request)
+    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+    if media_type == "multipart/form-data":
+        data, top_k = await image_from_form(request)
+    else:
+        body = await parse(request, schemas.ImageRequest)
+        top_k = body.top_k
+        if body.image_url is not None:
+            data = await service.fetcher.fetch(body.image_url)
+        else:
+            data = decode_base64(body.image_base64 or "")
+    result, seconds = await service.call(
+        "image", lambda m: m.predict_one(data, top_k=top_k))  # type: ignore[attr-defined]
+    return json_response({
+        "predictions": [{"label": p.label, "confidence": p.confidence, "class_id": p.class_id}
+                        for p in result.predictions],
+        "width": result.width, "height": result.height,
+        "latency_ms": round(seconds * 1e3, 4), "model": service.registry.get("image").version})
+
+
+async def image_from_form(request: Request) -> tuple[bytes, int]:
+    """The single `image` file (and optional `top_k`) of a multipart upload."""
+    try:
+        form = await request.form(max_files=1, max_fields=4)
+    except Exception as exc:  # noqa: BLE001 - the multipart parser raises many kinds
+        raise ApiError(400, "bad_multipart", f"could not parse the multipart body: {exc}") \
+            from None
+    try:
+        files = [v for v in form.getlist("image") if isinstance(v, UploadFile)]
+        if len(files) != 1:
+            raise InvalidInput("send exactly one file in the 'image' field", field="image")
+        unknown = set(form.keys()) - {"image", "top_k"}
+        if unknown:
+            raise InvalidInput(f"unknown form fields: {', '.join(sorted(unknown))}",
+                               field=sorted(unknown)[0])
+        raw_top_k = form.get("top_k", "5")
+        if not isinstance(raw_top_k, str) or not raw_top_k.strip().lstrip("-").isdigit():
+            raise InvalidInput("top_k must be an integer", field="top_k")
+        return await files[0].read(), int(raw_top_k)
+    finally:
+        await form.close()
+
+
+def decode_base64(text: str) -> bytes:
+    """Bytes of a base64 string (data: URL prefix allowed); InvalidInput if it is not base64."""
+    if text.startswith("data:"):
+        text = text.partition(",")[2]
+    try:
+        return base64.b64decode(text, validate=True)
+    except (binascii.Error, ValueError):
+        raise InvalidInput("image_base64 is not valid base64", field="image_base64") from None
+
+
+async def predict_recommend(request: Request) -> Response:
+    service = service_of(request)
+    body = await parse(request, schemas.RecommendRequest)
+    result, seconds = await service.call("recommender", lambda m: m.recommend(  # type: ignore[attr-defined]
+        body.user_id, limit=body.limit, category=body.context.category,
+        exclude_purchased=body.exclude_purchased))
+    assert isinstance(result, Recommendations)
+    return json_response({
+        "recommendations": [{"item_id": i.item_id, "score": i.score,
+                             "description": i.description, "department": i.department}
+                            for i in result.items],
+        "strategy": result.strategy, "user_id": result.user_id, "category": result.category,
+        "latency_ms": round(seconds * 1e3, 4),
+        "model": service.registry.get("recommender").version})
+
+
+async def list_models(request: Request) -> Response:
+    service = service_of(request)
+    models = []
+    for name, status in service.registry.statuses().items():
+        entry: dict[str, Any] = {"name": name, "state": status.state, "reason": status.reason,
+                                 "load_seconds": status.load_seconds, "version": status.version}
+        if status.state == "ready":
+            entry["info"] = service.registry.get(name).info()
+        models.append(entry)
+    return json_response({"models": models})
+
+
+async def health(request: Request) -> Response:
+    body = service_of(request).health()
+    return json_response(body, status=503 if body["status"] == "unhealthy" else 200)
+
+
+async def live(request: Request) -> Response:
+    return json_response({"status": "alive"})
+
+
+async def ready(request: Request) -> Response:
+    service = service_of(request)
+    if service.ready:
+        return json_response({"status": "ready"})
+    reason = "draining" if service.draining else "warming up"
+    return json_response({"status": reason}, status=503)
+
+
+async def metrics(request: Request) -> Response:
+    service = service_of(request)
+    service.metrics.set_model_status(service.registry.statuses().values())
+    if "text/plain" in request.headers.get("accept", "") or \
+            "openmetrics" in request.headers.get("accept", ""):
+        return prometheus_response(service)
+    return json_response(service.metrics.snapshot())
+
+
+async def metrics_prometheus(request: Request) -> Response:
+    return prometheus_response(service_of(request))
+
+
+def prometheus_response(service: Service) -> Response:
+    return Response(service.metrics.prometheus(), media_type=PROMETHEUS_CONTENT_TYPE)
+
+
+async def openapi(request: Request) -> Response:
+    return json_response(openapi_spec(service_of(request).settings))
+
+
+async def docs(request: Request) -> Response:
+    return HTMLResponse(docs_html(openapi_spec(service_of(request).settings)),
+                        headers={"content-security-policy":
+                                 "default-src 'none'; style-src 'unsafe-inline'"})
+
+
+ROUTES = [
+    Route("/api/predict/sentiment", predict_sentiment, methods=["POST"]),
+    Route("/api/predict/batch", predict_batch, methods=["POST"]),
+    Route("/api/predict/image", predict_image, methods=["POST"]),
+    Route("/api/predict/recommend", predict_recommend, methods=["POST"]),
+    Route("/api/models", list_models, methods=["GET"]),
+    Route("/health", health, methods=["GET"]),
+    Route("/health/live", live, methods=["GET"]),
+    Route("/health/ready", ready, methods=["GET"]),
+    Route("/metrics", metrics, methods=["GET"]),
+    Route("/metrics/prometheus", metrics_prometheus, methods=["GET"]),
+    Route("/openapi.json", openapi, methods=["GET"]),
+    Route("/docs", docs, methods=["GET"]),
+]

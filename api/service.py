@@ -1,0 +1,130 @@
+"""What handlers share: settings, registry, metrics, the model threadpool, lifecycle flags."""
+
+from __future__ import annotations
+
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import anyio
+import psutil
+
+from api.fetch import ImageFetcher
+from ml.config import Settings
+from ml.errors import DeadlineExceeded
+from ml.metrics import Metrics
+from ml.registry import Model, Registry
+
+T = TypeVar("T")
+logger = logging.getLogger("api")
+
+
+class Service:
+    """The state of one API instance; built by create_app, started by the lifespan."""
+
+    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics | None = None,
+                 fetcher: ImageFetcher | None = None) -> None:
+        self.settings = settings
+        self.registry = registry
+        self.metrics = metrics or Metrics()
+        self.fetcher = fetcher or ImageFetcher(
+            max_bytes=settings.max_image_bytes, timeout_s=settings.url_fetch_timeout_s,
+            max_redirects=settings.url_fetch_max_redirects, allow=settings.url_fetch_allow)
+        self.limiter = anyio.CapacityLimiter(settings.threadpool_size)
+        self.started = time.time()
+        self.warmed = threading.Event()
+        self.draining = False
+        self._warmup_thread: threading.Thread | None = None
+
+    # -- lifecycle ------------------------------------------------------------------------
+    def start(self) -> None:
+        """Begin warming the models in the background; readiness waits for it."""
+        if not self.settings.warmup:
+            self.warmed.set()
+            return
+        if self._warmup_thread is None:
+            self._warmup_thread = threading.Thread(target=self._warm, name="warmup",
+                                                   daemon=True)
+            self._warmup_thread.start()
+
+    def _warm(self) -> None:
+        started = time.perf_counter()
+        statuses = self.registry.warmup()
+        self.metrics.set_model_status(statuses.values())
+        logger.info("warm-up finished in %.1fs: %s", time.perf_counter() - started,
+                    {n: s.state for n, s in statuses.items()})
+        self.warmed.set()
+
+    async def stop(self) -> None:
+        """Refuse readiness, let a running warm-up finish, release the fetcher's connections."""
+        self.draining = True
+        if self._warmup_thread is not None:
+            await anyio.to_thread.run_sync(self._warmup_thread.join, 60.0)
+        await self.fetcher.aclose()
+
+    def wait_ready(self, timeout: float) -> bool:
+        """Block until warm-up finished (for tests and scripts); True if it did in time."""
+        return self.warmed.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        """Warm, not draining, and at least one model ready."""
+        states = [s.state for s in self.registry.statuses().values()]
+        return self.warmed.is_set() and not self.draining and "ready" in states
+
+    # -- model calls ------------------------------------------------------------------------
+    async def call(self, name: str, work: Callable[[Model], T], *, items: int = 1
+                   ) -> tuple[T, float]:
+        """Run `work(model)` in the model threadpool under the deadline.
+
+        Returns the result and the model's compute time in seconds.
+        """
+        deadline = self.settings.request_timeout_s
+
+        def run() -> tuple[T, float]:
+            model = self.registry.get(name)
+            started = time.perf_counter()
+            try:
+                result = work(model)
+            except Exception:
+                self.metrics.record_model(name, time.perf_counter() - started, ok=False,
+                                          items=items)
+                raise
+            seconds = time.perf_counter() - started
+            self.metrics.record_model(name, seconds, items=items)
+            return result, seconds
+
+        try:
+            with anyio.fail_after(deadline):
+                return await anyio.to_thread.run_sync(run, limiter=self.limiter,
+                                                      abandon_on_cancel=True)
+        except TimeoutError:
+            raise DeadlineExceeded(name, deadline) from None
+
+    # -- reports ----------------------------------------------------------------------------
+    def health(self) -> dict[str, Any]:
+        """The /health body."""
+        statuses = self.registry.statuses()
+        self.metrics.set_model_status(statuses.values())
+        states = {name: status.state for name, status in statuses.items()}
+        if all(state == "ready" for state in states.values()):
+            overall = "healthy"
+        elif any(state == "ready" for state in states.values()) or not self.warmed.is_set():
+            overall = "degraded"
+        else:
+            overall = "unhealthy"
+        process = psutil.Process(os.getpid())
+        memory = process.memory_info()
+        return {
+            "status": overall,
+            "uptime": round(time.time() - self.started, 3),
+            "models": states,
+            "memory": {"rss_mb": round(memory.rss / 2**20, 1),
+                       "vms_mb": round(memory.vms / 2**20, 1),
+                       "system_available_mb": round(psutil.virtual_memory().available / 2**20)},
+            "ready": self.ready,
+            "draining": self.draining,
+        }

@@ -1,0 +1,144 @@
+"""Request and model metrics: JSON snapshots for people, Prometheus text for scrapers."""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable
+from typing import Any
+
+import numpy as np
+import psutil
+from prometheus_client import (CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge,
+                               Histogram, generate_latest)
+
+LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
+
+
+class LatencyWindow:
+    """The most recent latencies (seconds), for percentiles that follow current behaviour."""
+
+    def __init__(self, size: int = 10_000) -> None:
+        self._values: deque[float] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.count = 0
+        self.total = 0.0
+
+    def add(self, seconds: float) -> None:
+        """Record one latency."""
+        with self._lock:
+            self._values.append(seconds)
+            self.count += 1
+            self.total += seconds
+
+    def summary(self) -> dict[str, float]:
+        """avg (over all time) and p50/p95/p99 (over the window), in milliseconds."""
+        with self._lock:
+            values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+            count, total = self.count, self.total
+        if not count:
+            return {"avg_ms": 0.0, "p50_ms": 0.0, "p95_ms": 0.0, "p99_ms": 0.0}
+        p50, p95, p99 = np.percentile(values, [50, 95, 99]) * 1e3
+        return {"avg_ms": round(total / count * 1e3, 4), "p50_ms": round(float(p50), 4),
+                "p95_ms": round(float(p95), 4), "p99_ms": round(float(p99), 4)}
+
+
+class Metrics:
+    """All counters of one serving process; each instance has its own Prometheus registry."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry()
+        self.started = time.time()
+        self._lock = threading.Lock()
+        self._by_status: dict[int, int] = {}
+        self._by_route: dict[str, int] = {}
+        self._latency = LatencyWindow()
+        self._models: dict[str, dict[str, Any]] = {}
+        self.requests = Counter("http_requests_total", "HTTP requests by route and status",
+                                ["route", "method", "status"], registry=self.registry)
+        self.request_latency = Histogram("http_request_duration_seconds",
+                                         "HTTP request latency by route", ["route"],
+                                         buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.in_flight = Gauge("http_requests_in_flight", "Requests being served",
+                               registry=self.registry)
+        self.model_calls = Counter("model_calls_total", "Model calls by model and outcome",
+                                   ["model", "outcome"], registry=self.registry)
+        self.model_latency = Histogram("model_inference_seconds", "Model compute time",
+                                       ["model"], buckets=LATENCY_BUCKETS,
+                                       registry=self.registry)
+        self.model_load = Gauge("model_load_seconds", "Time the model took to load",
+                                ["model"], registry=self.registry)
+        self.model_ready = Gauge("model_ready", "1 when the model is loaded and ready",
+                                 ["model"], registry=self.registry)
+        rss = Gauge("process_resident_memory_bytes_sampled", "Resident set size of this process",
+                    registry=self.registry)
+        rss.set_function(lambda: psutil.Process(os.getpid()).memory_info().rss)
+
+    def record_request(self, route: str, method: str, status: int, seconds: float, *,
+                       prediction: bool = True) -> None:
+        """Count one finished HTTP request; probes (prediction=False) stay out of the JSON
+        success rate and latency percentiles but are still exported to Prometheus."""
+        self.requests.labels(route, method, str(status)).inc()
+        self.request_latency.labels(route).observe(seconds)
+        if not prediction:
+            return
+        self._latency.add(seconds)
+        with self._lock:
+            self._by_status[status] = self._by_status.get(status, 0) + 1
+            self._by_route[route] = self._by_route.get(route, 0) + 1
+
+    def record_model(self, model: str, seconds: float, *, ok: bool = True, items: int = 1) -> None:
+        """Count one model call of `items` inputs that took `seconds` of compute."""
+        self.model_calls.labels(model, "ok" if ok else "error").inc()
+        if ok:
+            self.model_latency.labels(model).observe(seconds)
+        with self._lock:
+            entry = self._models.setdefault(
+                model, {"calls": 0, "errors": 0, "items": 0, "window": LatencyWindow()})
+            entry["calls"] += 1
+            entry["items"] += items
+            if not ok:
+                entry["errors"] += 1
+        if ok:
+            entry["window"].add(seconds)
+
+    def set_model_status(self, statuses: Iterable[Any]) -> None:
+        """Mirror registry statuses (name, state, load_seconds) into gauges."""
+        for status in statuses:
+            self.model_ready.labels(status.name).set(1.0 if status.state == "ready" else 0.0)
+            if status.load_seconds is not None:
+                self.model_load.labels(status.name).set(status.load_seconds)
+
+    def snapshot(self) -> dict[str, Any]:
+        """The JSON /metrics body."""
+        with self._lock:
+            by_status = dict(self._by_status)
+            by_route = dict(self._by_route)
+            models = {name: {"calls": e["calls"], "errors": e["errors"], "items": e["items"],
+                             "latency": e["window"].summary()}
+                      for name, e in self._models.items()}
+        total = sum(by_status.values())
+        errors = sum(n for status, n in by_status.items() if status >= 400)
+        server_errors = sum(n for status, n in by_status.items() if status >= 500)
+        return {
+            "uptime_s": round(time.time() - self.started, 3),
+            "requests": {
+                "total": total,
+                "success": total - errors,
+                "client_errors": errors - server_errors,
+                "server_errors": server_errors,
+                "success_rate": round((total - errors) / total, 4) if total else 1.0,
+                "by_status": {str(k): v for k, v in sorted(by_status.items())},
+                "by_route": dict(sorted(by_route.items())),
+            },
+            "performance": self._latency.summary(),
+            "models": models,
+        }
+
+    def prometheus(self) -> bytes:
+        """Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)

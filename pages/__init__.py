@@ -1,0 +1,1 @@
+"""Streamlit pages: title -> widgets -> ml call -> render."""

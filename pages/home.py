@@ -1,0 +1,58 @@
+"""Overview: what this is, the one-process architecture, model cards and live health."""
+
+import streamlit as st
+
+from pages.shared import registry
+
+st.title("Real-time ML predictions")
+st.markdown(
+    "Sentiment analysis, image classification and product recommendations, served by "
+    "**one Python process**: this UI and the REST API (`/api/...`) call the very same loaded "
+    "models, in microseconds, with no network hop in between.")
+
+st.graphviz_chart("""
+digraph {
+  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#eef2ff", fontname="sans"];
+  browser [label="Browser"]; client [label="REST client"];
+  subgraph cluster_p { label="one process, one port"; style=rounded; color="#94a3b8";
+    ui [label="Streamlit UI  /"]; api [label="Starlette API  /api, /health, /metrics"];
+    reg [label="ml registry\\n(one copy of each model)", fillcolor="#dcfce7"]; }
+  browser -> ui; client -> api; ui -> reg [label="in-process call"];
+  api -> reg [label="in-process call"];
+}""")
+
+reg = registry()
+st.subheader("Models")
+columns = st.columns(len(reg.names()))
+for column, (name, status) in zip(columns, reg.statuses().items(), strict=True):
+    with column, st.container(border=True):
+        icon = {"ready": ":material/check_circle:", "failed": ":material/error:"}.get(
+            status.state, ":material/hourglass_empty:")
+        st.markdown(f"**{name}** {icon}")
+        st.caption(f"{status.version or 'not loaded yet'} · {status.state}"
+                   + (f" · loaded in {status.load_seconds:.1f}s" if status.load_seconds else ""))
+        if status.state == "ready":
+            info = reg.get(name).info()
+            st.write(info["task"])
+            evaluation = info["evaluation"]
+            if name == "sentiment":
+                st.metric("Held-out accuracy", f"{evaluation['accuracy']:.1%}",
+                          help=f"macro-F1 {evaluation['macro_f1']:.3f}")
+            elif name == "recommender":
+                st.metric("NDCG@10 (ALS vs popularity)",
+                          f"{evaluation['als']['ndcg@10']:.3f}",
+                          delta=f"{evaluation['als']['ndcg@10'] - evaluation['popularity']['ndcg@10']:+.3f}")
+            else:
+                st.write(info["architecture"])
+        elif status.state == "failed":
+            st.error(status.reason or "failed to load")
+
+if st.button("Load all models now", icon=":material/download:"):
+    with st.spinner("Loading and warming every model..."):
+        reg.warmup()
+    st.rerun()
+
+st.subheader("Use it from code")
+st.code("""curl -s localhost:8501/api/predict/sentiment -H 'content-type: application/json' \\
+  -d '{"text": "I love this!"}'""", language="bash")
+st.caption("API docs at /docs · health at /health · metrics at /metrics")

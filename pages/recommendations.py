@@ -1,0 +1,60 @@
+"""Recommendations: a household's history next to what ALS suggests; cold start by picking."""
+
+import pandas as pd
+import streamlit as st
+
+from ml.recommender import personas
+from pages.shared import info_card, latency_caption, model, timed
+
+st.title("Product recommendations")
+recommender = model("recommender")
+if recommender is None:
+    st.stop()
+
+known, cold = st.tabs(["A household", "New customer"])
+with known:
+    people = {p["household_id"]: p for p in personas(12)}
+    choice = st.selectbox(
+        "Household", [*people, "another id..."],
+        format_func=lambda h: h if h not in people else
+        f"#{h}: {people[h]['age']}, {people[h]['income']}, {people[h]['household_comp']}")
+    user_id = st.text_input("Household id", "1") if choice == "another id..." else choice
+    left, right = st.columns(2)
+    category = left.selectbox("Department", ["(all)", *recommender.categories()])
+    limit = right.slider("How many", 1, 30, 10)
+    result, ms = timed(lambda: recommender.recommend(
+        user_id, limit=limit, category=None if category == "(all)" else category))
+    if result is not None:
+        if result.strategy == "popular":
+            st.info("Unknown household: showing the most popular products instead.",
+                    icon=":material/info:")
+        history, suggestions = st.columns(2)
+        with history:
+            st.subheader("Bought before")
+            bought = recommender.history(user_id, limit=limit)
+            if bought:
+                st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department}
+                                           for i in bought]), hide_index=True)
+            else:
+                st.caption("No purchase history.")
+        with suggestions:
+            st.subheader("Recommended")
+            latency_caption(ms)
+            st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department,
+                                        "score": i.score} for i in result.items]),
+                         hide_index=True)
+
+with cold:
+    popular = recommender.recommend("new-customer", limit=40).items
+    picked = st.multiselect("Pick a few products you like",
+                            [i.item_id for i in popular],
+                            format_func={i.item_id: i.description for i in popular}.get)
+    if picked:
+        result, ms = timed(lambda: recommender.recommend_for_items(picked, limit=10))
+        if result is not None:
+            latency_caption(ms)
+            st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department,
+                                        "score": i.score} for i in result.items]),
+                         hide_index=True)
+
+info_card(recommender.info())

@@ -1,0 +1,95 @@
+"""Sentiment: one text with explanation, or many lines / a CSV file in batch."""
+
+import altair as alt
+import pandas as pd
+import streamlit as st
+
+from ml.samples import TEXTS
+from pages.shared import info_card, latency_caption, model, timed
+
+st.title("Sentiment analysis")
+sentiment = model("sentiment")
+if sentiment is None:
+    st.stop()
+
+single, batch = st.tabs(["One text", "Batch"])
+with single:
+    examples = st.columns(len(TEXTS))
+    for column, example in zip(examples, TEXTS, strict=True):
+        if column.button(example[:32] + "...", help=example, use_container_width=True):
+            st.session_state["sentiment_text"] = example
+    text = st.text_area("Text", key="sentiment_text", height=100,
+                        placeholder="Type a sentence, or pick an example above")
+    if text.strip():
+        result, ms = timed(lambda: sentiment.predict_one(text, detailed=True))
+        if result is not None:
+            colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
+            left, middle, right = st.columns(3)
+            left.markdown(f"### :{colour}[{result.sentiment}]")
+            middle.metric("Confidence", f"{result.confidence:.1%}")
+            right.metric("Score", f"{result.score:+.2f}", help="P(positive) - P(negative)")
+            latency_caption(ms)
+            probabilities = pd.DataFrame({"class": list(result.probabilities),
+                                          "probability": list(result.probabilities.values())})
+            st.altair_chart(alt.Chart(probabilities).mark_bar().encode(
+                x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
+                y=alt.Y("class:N", sort=["positive", "neutral", "negative"]),
+                color=alt.Color("class:N", scale=alt.Scale(
+                    domain=["positive", "neutral", "negative"],
+                    range=["#16a34a", "#94a3b8", "#dc2626"]), legend=None)), use_container_width=True)
+            if result.terms:
+                st.markdown("**Words that drove the decision**")
+                terms = pd.DataFrame(result.terms, columns=["term", "weight"])
+                st.altair_chart(alt.Chart(terms).mark_bar().encode(
+                    x="weight:Q", y=alt.Y("term:N", sort="-x"),
+                    color=alt.condition("datum.weight > 0", alt.value("#2563eb"),
+                                        alt.value("#f97316"))), use_container_width=True)
+
+with batch:
+    source = st.radio("Input", ["Paste lines", "Upload CSV"], horizontal=True)
+    texts: list[str] = []
+    if source == "Paste lines":
+        pasted = st.text_area("One text per line", height=150, key="batch_lines")
+        texts = [line for line in pasted.splitlines() if line.strip()]
+    else:
+        upload = st.file_uploader("CSV file", type=["csv"])
+        if upload is not None:
+            try:
+                frame = pd.read_csv(upload, encoding="utf-8", nrows=5001)
+            except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
+                st.error(f"Could not read that file as UTF-8 CSV: {exc}")
+                frame = None
+            if frame is not None:
+                text_columns = [c for c in frame.columns if frame[c].dtype == object]
+                if not text_columns:
+                    st.error("The file has no text column.")
+                elif len(frame) > 5000:
+                    st.error("At most 5,000 rows per file.")
+                else:
+                    column = st.selectbox("Text column", text_columns)
+                    texts = frame[column].dropna().astype(str).tolist()
+    texts = [t for t in texts if t.strip()][:5000]
+    if texts and st.button(f"Analyse {len(texts)} texts", type="primary"):
+        progress = st.progress(0.0, text="Analysing...")
+        rows, total_ms = [], 0.0
+        for start in range(0, len(texts), 500):
+            chunk = texts[start:start + 500]
+            results, ms = timed(lambda chunk=chunk: sentiment.predict(chunk))
+            if results is None:
+                break
+            total_ms += ms
+            rows += [{"text": t, "sentiment": r.sentiment, "confidence": round(r.confidence, 4),
+                      "score": round(r.score, 4)} for t, r in zip(chunk, results, strict=True)]
+            progress.progress(min(1.0, (start + len(chunk)) / len(texts)),
+                              text=f"{start + len(chunk)} of {len(texts)}")
+        if rows:
+            table = pd.DataFrame(rows)
+            latency_caption(total_ms)
+            st.altair_chart(alt.Chart(table).mark_bar().encode(
+                x="count()", y=alt.Y("sentiment:N", sort=["positive", "neutral", "negative"]),
+                color=alt.Color("sentiment:N", legend=None)), use_container_width=True)
+            st.dataframe(table, use_container_width=True, hide_index=True)
+            st.download_button("Download CSV", table.to_csv(index=False), "sentiment.csv",
+                               "text/csv", icon=":material/download:")
+
+info_card(sentiment.info())
