@@ -12,8 +12,12 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 
 from api.errors import EXCEPTION_HANDLERS
-from api.middleware import (AuthMiddleware, BodyLimitMiddleware, RateLimitMiddleware,
-                            RequestContextMiddleware)
+from api.middleware import (
+    AuthMiddleware,
+    BodyLimitMiddleware,
+    RateLimitMiddleware,
+    RequestContextMiddleware,
+)
 from api.routes import ROUTES
 from api.service import Service
 from ml.config import Settings
@@ -43,6 +47,7 @@ def middleware_for(service: Service) -> list[Middleware]:
 @asynccontextmanager
 async def serving(service: Service) -> AsyncIterator[None]:
     """Start warm-up (readiness waits for it); on shutdown stop being ready and clean up."""
+    configure_logging()
     service.start()
     try:
         yield
@@ -69,8 +74,13 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
 
 def configure_logging(level: int = logging.INFO) -> None:
-    """JSON-per-line access logs on stderr (called by entry points, never at import)."""
-    logging.basicConfig(level=level, format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    """Log to stderr unless the host (pytest, a process manager) already configured logging.
+
+    Called at start-up, never at import. Access lines are one JSON object each.
+    """
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=level,
+                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
 app = create_app()

@@ -10,8 +10,17 @@ from starlette.requests import Request
 from starlette.responses import Response
 
 from api.encoding import json_response
-from ml.errors import (ConfigError, DeadlineExceeded, InvalidInput, MLError, ModelUnavailable,
-                       Overloaded, UnknownModel, UrlFetchFailed, UrlNotAllowed)
+from ml.errors import (
+    ConfigError,
+    DeadlineExceeded,
+    InvalidInput,
+    MLError,
+    ModelUnavailable,
+    Overloaded,
+    UnknownModel,
+    UrlFetchFailed,
+    UrlNotAllowed,
+)
 
 logger = logging.getLogger("api")
 
@@ -91,7 +100,8 @@ async def handle_api_error(request: Request, exc: Exception) -> Response:
     """ApiError -> its status and code."""
     assert isinstance(exc, ApiError)
     return error_response(exc.status, exc.code, exc.message, details=exc.details,
-                          request_id=request_id_of(request), headers=exc.headers)
+                          request_id=request_id_of(request),
+                          headers=dict(exc.headers) if exc.headers else None)
 
 
 HTTP_CODES = {404: "not_found", 405: "method_not_allowed", 400: "bad_request"}
@@ -107,7 +117,8 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
     else:
         message = str(exc.detail)
     return error_response(exc.status_code, HTTP_CODES.get(exc.status_code, "http_error"),
-                          message, request_id=request_id_of(request), headers=exc.headers)
+                          message, request_id=request_id_of(request),
+                          headers=dict(exc.headers) if exc.headers else None)
 
 
 async def handle_unexpected(request: Request, exc: Exception) -> Response:

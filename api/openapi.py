@@ -5,7 +5,7 @@ from __future__ import annotations
 import html
 import json
 from functools import lru_cache
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
@@ -62,8 +62,9 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
         elif request is not None:
             models.append(request)
         models.append(response)
-    mode = {m: ("validation" if issubclass(m, schemas.Strict) or m is schemas.ImageUpload
-                else "serialization") for m in models}
+    mode: dict[type[BaseModel], Literal["validation", "serialization"]] = {
+        m: ("validation" if issubclass(m, schemas.Strict) or m is schemas.ImageUpload
+            else "serialization") for m in models}
     _, top = models_json_schema([(m, mode[m]) for m in dict.fromkeys(models)],
                                 ref_template="#/components/schemas/{model}")
     components = top.get("$defs", {})

@@ -165,7 +165,8 @@ async def list_models(request: Request) -> Response:
     models = []
     for name, status in service.registry.statuses().items():
         entry: dict[str, Any] = {"name": name, "state": status.state, "reason": status.reason,
-                                 "load_seconds": status.load_seconds, "version": status.version}
+                                 "load_seconds": status.load_seconds, "version": status.version,
+                                 "loads": service.registry.load_count(name)}
         if status.state == "ready":
             entry["info"] = service.registry.get(name).info()
         models.append(entry)

@@ -30,7 +30,7 @@ class SentimentOptions(Strict):
 class SentimentRequest(Strict):
     text: str = Field(description="Text to classify (1 to ML_MAX_TEXT_CHARS characters).",
                       examples=["I love how smooth the ride was!"])
-    options: SentimentOptions = Field(default_factory=SentimentOptions)
+    options: SentimentOptions = Field(default_factory=lambda: SentimentOptions())
 
 
 class Probabilities(Open):
@@ -60,7 +60,7 @@ class BatchRequest(Strict):
     texts: list[str] = Field(min_length=1, description="1 to ML_MAX_BATCH_TEXTS texts "
                                                        "(default 2000).")
     model: Literal["sentiment"] = "sentiment"
-    options: SentimentOptions = Field(default_factory=SentimentOptions)
+    options: SentimentOptions = Field(default_factory=lambda: SentimentOptions())
 
 
 class BatchItem(Open):
@@ -125,7 +125,7 @@ class RecommendRequest(Strict):
     user_id: str = Field(min_length=1, max_length=MAX_USER_ID_CHARS,
                          examples=["1234"], description="Household id; unknown ids get the "
                                                         "popular items (strategy 'popular').")
-    context: RecommendContext = Field(default_factory=RecommendContext)
+    context: RecommendContext = Field(default_factory=lambda: RecommendContext())
     limit: int = Field(10, ge=1, le=MAX_LIMIT)
     exclude_purchased: bool = True
 
@@ -154,6 +154,7 @@ class ModelState(Open):
     reason: str | None = None
     load_seconds: float | None = None
     version: str | None = None
+    loads: int = Field(0, description="Times this process built the model (1: shared).")
     info: dict[str, Any] | None = None
 
 

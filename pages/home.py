@@ -39,9 +39,9 @@ for column, (name, status) in zip(columns, reg.statuses().items(), strict=True):
                 st.metric("Held-out accuracy", f"{evaluation['accuracy']:.1%}",
                           help=f"macro-F1 {evaluation['macro_f1']:.3f}")
             elif name == "recommender":
-                st.metric("NDCG@10 (ALS vs popularity)",
-                          f"{evaluation['als']['ndcg@10']:.3f}",
-                          delta=f"{evaluation['als']['ndcg@10'] - evaluation['popularity']['ndcg@10']:+.3f}")
+                als, popular = evaluation["als"]["ndcg@10"], evaluation["popularity"]["ndcg@10"]
+                st.metric("NDCG@10 (ALS vs popularity)", f"{als:.3f}",
+                          delta=f"{als - popular:+.3f} vs popularity")
             else:
                 st.write(info["architecture"])
         elif status.state == "failed":

@@ -36,7 +36,8 @@ with single:
                 y=alt.Y("class:N", sort=["positive", "neutral", "negative"]),
                 color=alt.Color("class:N", scale=alt.Scale(
                     domain=["positive", "neutral", "negative"],
-                    range=["#16a34a", "#94a3b8", "#dc2626"]), legend=None)), use_container_width=True)
+                    range=["#16a34a", "#94a3b8", "#dc2626"]), legend=None)),
+                use_container_width=True)
             if result.terms:
                 st.markdown("**Words that drove the decision**")
                 terms = pd.DataFrame(result.terms, columns=["term", "weight"])

@@ -1,0 +1,181 @@
+"""End to end against real servers on 127.0.0.1: the API alone and the one-process app."""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from ml.config import Settings
+from tests.api.servers import http_server
+from tests.conftest import encoded, photo
+from tests.servers import Server, running
+
+pytestmark = pytest.mark.slow
+KEY = "e2e-secret-key"
+PNG = encoded(photo("coffee"))
+
+
+@pytest.fixture(scope="module")
+def image_host() -> Iterator[str]:
+    routes = {"/coffee.png": (200, {"content-type": "image/png"}, PNG, 0.0),
+              "/slow.png": (200, {"content-type": "image/png"}, PNG, 2.0)}
+    with http_server(routes) as base:
+        yield base
+
+
+@pytest.fixture(scope="module")
+def api_server(settings: Settings, registry, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    registry.warmup()  # the server then loads cached artifacts
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu", "ML_API_KEYS": KEY,
+           "ML_RATE_LIMIT_PER_SECOND": "4", "ML_RATE_LIMIT_BURST": "6",
+           "ML_MAX_BODY_BYTES": str(2 << 20), "ML_URL_FETCH_ALLOW": "127.0.0.0/8"}
+    with running("api", env, tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def one_process(settings: Settings, registry, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    with running("one-process", env, tmp_path_factory.mktemp("logs")) as server:
+        yield server
+
+
+def authed(server: Server) -> httpx.Client:
+    return httpx.Client(base_url=server.url, headers={"authorization": f"Bearer {KEY}"},
+                        timeout=30)
+
+
+# -- the API alone ----------------------------------------------------------------------------
+
+def test_api_alone_serves_every_model(api_server: Server, image_host: str) -> None:
+    with authed(api_server) as client:
+        assert client.post("/api/predict/sentiment",
+                           json={"text": "I love it"}).json()["sentiment"] == "positive"
+        upload = client.post("/api/predict/image", files={"image": ("c.png", PNG)})
+        assert upload.json()["predictions"][0]["label"] == "espresso"
+        fetched = client.post("/api/predict/image",
+                              json={"image_url": f"{image_host}/coffee.png"})
+        assert fetched.json()["predictions"][0]["label"] == "espresso"
+        recommended = client.post("/api/predict/recommend", json={"user_id": "1", "limit": 3})
+        assert len(recommended.json()["recommendations"]) == 3
+    time.sleep(1.6)  # give the rate limit its tokens back for the next tests
+
+
+def test_api_alone_auth(api_server: Server) -> None:
+    anonymous = httpx.post(f"{api_server.url}/api/predict/sentiment", json={"text": "hi"})
+    assert anonymous.status_code == 401
+    assert anonymous.json()["error"]["code"] == "unauthorized"
+    assert httpx.get(f"{api_server.url}/health/live").status_code == 200
+    time.sleep(0.3)
+
+
+def test_api_alone_ssrf_refusals(api_server: Server) -> None:
+    with authed(api_server) as client:
+        for url in ("http://169.254.169.254/latest/meta-data/", "http://10.0.0.1/x.png",
+                    "http://[::1]/x.png", "file:///etc/passwd"):
+            response = client.post("/api/predict/image", json={"image_url": url})
+            assert response.status_code == 422, url
+            assert response.json()["error"]["code"] == "url_not_allowed"
+            time.sleep(0.26)
+
+
+def test_api_alone_body_limit_streamed(api_server: Server) -> None:
+    def chunks() -> Iterator[bytes]:
+        yield b'{"text": "'
+        for _ in range(64):
+            yield b"x" * 65536
+        yield b'"}'
+
+    with authed(api_server) as client:
+        response = client.post("/api/predict/sentiment", content=chunks(),
+                               headers={"content-type": "application/json"})
+    assert response.status_code == 413
+    assert response.json()["error"]["code"] == "payload_too_large"
+    time.sleep(0.3)
+
+
+def test_api_alone_rate_limit_then_recovery(api_server: Server) -> None:
+    time.sleep(1.6)
+    with authed(api_server) as client:
+        codes = [client.post("/api/predict/sentiment", json={"text": "hi"}).status_code
+                 for _ in range(12)]
+        assert 429 in codes and codes[0] == 200
+        limited = client.post("/api/predict/sentiment", json={"text": "hi"})
+        assert limited.status_code == 429
+        assert int(limited.headers["retry-after"]) >= 1
+        time.sleep(1.6)
+        assert client.post("/api/predict/sentiment", json={"text": "hi"}).status_code == 200
+
+
+def test_graceful_shutdown_finishes_the_request_in_flight(
+    settings: Settings, registry, image_host: str, tmp_path: Path  # type: ignore[no-untyped-def]
+) -> None:
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu",
+           "ML_URL_FETCH_ALLOW": "127.0.0.0/8", "ML_URL_FETCH_TIMEOUT_S": "10"}
+    with running("api", env, tmp_path) as server:
+        result: dict[str, httpx.Response] = {}
+
+        def slow_request() -> None:
+            result["response"] = httpx.post(f"{server.url}/api/predict/image",
+                                            json={"image_url": f"{image_host}/slow.png"},
+                                            timeout=30)
+
+        thread = threading.Thread(target=slow_request)
+        thread.start()
+        time.sleep(0.7)  # the request is now waiting on the slow image host
+        exit_code = server.stop()
+        thread.join(30)
+        assert result["response"].status_code == 200
+        assert result["response"].json()["predictions"][0]["label"] == "espresso"
+        # uvicorn drains, runs the lifespan shutdown, then re-raises SIGTERM for the caller
+        assert exit_code in (0, -15)
+        log = server.log.read_text()
+        assert log.index("Waiting for connections to close") < log.index(
+            "Application shutdown complete")
+        assert '"path": "/api/predict/image", "status": 200' in log
+        with pytest.raises(httpx.ConnectError):
+            httpx.get(f"{server.url}/health/live", timeout=2)
+
+
+# -- the one-process app (UI + API on one port) --------------------------------------------
+
+def test_one_process_serves_ui_and_api_on_one_port(one_process: Server) -> None:
+    ui = httpx.get(f"{one_process.url}/", timeout=10)
+    assert ui.status_code == 200 and "<html" in ui.text.lower()
+    assert httpx.get(f"{one_process.url}/_stcore/health", timeout=10).status_code == 200
+    response = httpx.post(f"{one_process.url}/api/predict/sentiment",
+                          json={"text": "what a great day"}, timeout=10)
+    assert response.json()["sentiment"] == "positive"
+    assert response.headers["x-request-id"]
+    upload = httpx.post(f"{one_process.url}/api/predict/image",
+                        files={"image": ("c.png", PNG)}, timeout=30)
+    assert upload.json()["predictions"][0]["label"] == "espresso"
+
+
+def test_one_process_api_errors_are_json_not_the_ui(one_process: Server) -> None:
+    for method, path, status in (("GET", "/api/nope", 404),
+                                 ("GET", "/api/predict/sentiment", 405),
+                                 ("GET", "/health/nope", 404)):
+        response = httpx.request(method, f"{one_process.url}{path}", timeout=10)
+        assert response.status_code == status, path
+        assert response.json()["error"]["code"] in ("not_found", "method_not_allowed")
+    refused = httpx.post(f"{one_process.url}/api/predict/image",
+                         json={"image_url": "http://127.0.0.1:8501/"}, timeout=10)
+    assert refused.json()["error"]["code"] == "url_not_allowed"
+
+
+def test_one_process_loads_each_model_once(one_process: Server) -> None:
+    models = httpx.get(f"{one_process.url}/api/models", timeout=10).json()["models"]
+    assert {m["name"]: m["loads"] for m in models} == {
+        "sentiment": 1, "image": 1, "recommender": 1}
+    health = httpx.get(f"{one_process.url}/health", timeout=10).json()
+    assert health["status"] == "healthy"
+    metrics = httpx.get(f"{one_process.url}/metrics/prometheus", timeout=10)
+    assert "http_requests_total" in metrics.text

@@ -1,0 +1,85 @@
+"""Start the real server as a child process on 127.0.0.1 and stop it by its PID."""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def free_port() -> int:
+    """A TCP port free on 127.0.0.1 right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class Server:
+    """A running server process."""
+
+    process: subprocess.Popen[bytes]
+    url: str
+    log: Path
+
+    def stop(self, timeout: float = 30.0) -> int:
+        """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code."""
+        if self.process.poll() is None:
+            self.process.send_signal(signal.SIGTERM)
+            try:
+                return self.process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+        return self.process.wait(10)
+
+
+def command(mode: str, port: int) -> list[str]:
+    """The command line of each serving mode."""
+    if mode == "api":
+        return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--timeout-graceful-shutdown", "20", "--no-access-log"]
+    if mode == "one-process":
+        return [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port",
+                str(port), "--server.address", "127.0.0.1", "--server.headless", "true"]
+    raise ValueError(mode)
+
+
+@contextmanager
+def running(mode: str, env: Mapping[str, str], log_dir: Path,
+            ready_timeout: float = 180.0) -> Iterator[Server]:
+    """A server of `mode` with extra `env`, ready (warmed up) before it is yielded."""
+    port = free_port()
+    log = log_dir / f"{mode}-{port}.log"
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    with open(log, "wb") as out:
+        process = subprocess.Popen(command(mode, port), cwd=ROOT, env=full_env, stdout=out,
+                                   stderr=subprocess.STDOUT)
+    server = Server(process, f"http://127.0.0.1:{port}", log)
+    try:
+        deadline = time.monotonic() + ready_timeout
+        while True:
+            if process.poll() is not None:
+                raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
+            try:
+                if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"server not ready in {ready_timeout}s:\n"
+                                   f"{log.read_text()[-3000:]}")
+            time.sleep(0.25)
+        yield server
+    finally:
+        server.stop()
