@@ -10,6 +10,7 @@ from typing import Any
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
+from starlette.types import Receive, Scope, Send
 
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import (
@@ -48,11 +49,13 @@ def middleware_for(service: Service) -> list[Middleware]:
 async def serving(service: Service) -> AsyncIterator[None]:
     """Start warm-up (readiness waits for it); on shutdown stop being ready and clean up."""
     configure_logging()
+    restore_signals = service.drain_on_signals()
     service.start()
     try:
         yield
     finally:
         await service.stop()
+        restore_signals()
 
 
 def create_app(settings: Settings | None = None, registry: Registry | None = None,
@@ -83,4 +86,17 @@ def configure_logging(level: int = logging.INFO) -> None:
                             format="%(asctime)s %(levelname)s %(name)s %(message)s")
 
 
-app = create_app()
+class LazyApp:
+    """An ASGI app built by create_app() on its first event (uvicorn's lifespan startup),
+    so that importing this module reads no environment and creates nothing."""
+
+    def __init__(self) -> None:
+        self._app: Starlette | None = None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self._app is None:
+            self._app = create_app()
+        await self._app(scope, receive, send)
+
+
+app = LazyApp()

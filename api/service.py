@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import threading
 import time
 from collections.abc import Callable
@@ -57,6 +58,32 @@ class Service:
         logger.info("warm-up finished in %.1fs: %s", time.perf_counter() - started,
                     {n: s.state for n, s in statuses.items()})
         self.warmed.set()
+
+    def drain_on_signals(self) -> Callable[[], None]:
+        """Flip to draining as soon as SIGTERM/SIGINT arrives, then let the server's own
+        handler shut down as usual. Returns a function restoring the previous handlers."""
+        if threading.current_thread() is not threading.main_thread():
+            return lambda: None
+        previous: dict[int, Any] = {}
+
+        def handler(signum: int, frame: Any) -> None:
+            self.draining = True
+            logger.info("signal %s: draining (readiness now 503)", signum)
+            chained = previous.get(signum)
+            if callable(chained):
+                chained(signum, frame)
+            elif chained == signal.SIG_DFL:
+                signal.default_int_handler(signum, frame)
+
+        for signum in (signal.SIGTERM, signal.SIGINT):
+            previous[signum] = signal.getsignal(signum)
+            signal.signal(signum, handler)
+
+        def restore() -> None:
+            for signum, old in previous.items():
+                if signal.getsignal(signum) is handler:
+                    signal.signal(signum, old)
+        return restore
 
     async def stop(self) -> None:
         """Refuse readiness, let a running warm-up finish, release the fetcher's connections."""

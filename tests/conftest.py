@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import os
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -10,19 +11,33 @@ import pytest
 from PIL import Image
 
 from ml.config import Settings
-from ml.registry import Registry
+from ml.registry import Registry, default_registry
 
 
 @pytest.fixture(scope="session")
-def settings(tmp_path_factory: pytest.TempPathFactory) -> Settings:
-    """Settings with a private artifact cache (models train once per session)."""
-    return Settings(cache_dir=tmp_path_factory.mktemp("artifacts"), device="cpu")
+def settings(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
+    """Settings with a private artifact cache (models train once per session).
+
+    The test process's environment points at it too, so the process-wide registry that the
+    Streamlit pages and server.py use is this same registry, never the user's cache.
+    """
+    cache = tmp_path_factory.mktemp("artifacts")
+    saved = {k: os.environ.get(k) for k in ("ML_CACHE_DIR", "ML_DEVICE")}
+    os.environ.update({"ML_CACHE_DIR": str(cache), "ML_DEVICE": "cpu"})
+    yield Settings.from_env()
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 @pytest.fixture(scope="session")
-def registry(settings: Settings) -> Iterator[Registry]:
-    """The real registry, all three models."""
-    yield Registry(settings)
+def registry(settings: Settings) -> Registry:
+    """The real, process-wide registry: all three models, loaded once per session."""
+    reg = default_registry()
+    assert reg.settings == settings
+    return reg
 
 
 @pytest.fixture(scope="session")

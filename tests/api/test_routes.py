@@ -465,3 +465,46 @@ def test_deadline_answers_504(make_client, warm_registry: Registry) -> None:  # 
     assert_error(client.post("/api/predict/sentiment", json={"text": "hi"}), 504,
                  "deadline_exceeded")
     assert time.monotonic() - started < 0.9
+
+
+def test_readiness_turns_503_when_a_shutdown_signal_arrives(client: TestClient) -> None:
+    service = client.app.state.service
+    assert client.get("/health/ready").status_code == 200
+    service.draining = True  # what the SIGTERM hook sets before the server drains
+    response = client.get("/health/ready")
+    assert response.status_code == 503 and response.json()["status"] == "draining"
+    assert client.get("/health").json()["draining"] is True
+    assert client.get("/health/live").status_code == 200
+
+
+def test_signal_hook_sets_draining_and_chains_to_the_previous_handler(
+    warm_registry: Registry,
+) -> None:
+    import signal
+
+    from api.service import Service
+
+    seen: list[int] = []
+    original = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
+    try:
+        service = Service(warm_registry.settings, warm_registry)
+        restore = service.drain_on_signals()
+        signal.raise_signal(signal.SIGTERM)
+        assert service.draining and seen == [signal.SIGTERM]
+        restore()
+        signal.raise_signal(signal.SIGTERM)
+        assert seen == [signal.SIGTERM, signal.SIGTERM]
+    finally:
+        signal.signal(signal.SIGTERM, original)
+
+
+def test_cors_origins_come_from_settings(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(cors_origins=("https://app.example",))
+    preflight = client.options("/api/predict/sentiment", headers={
+        "origin": "https://app.example", "access-control-request-method": "POST",
+        "access-control-request-headers": "content-type"})
+    assert preflight.status_code == 200
+    assert preflight.headers["access-control-allow-origin"] == "https://app.example"
+    other = client.post("/api/predict/sentiment", json={"text": "hi"},
+                        headers={"origin": "https://evil.example"})
+    assert "access-control-allow-origin" not in other.headers

@@ -33,3 +33,13 @@ def test_public_names() -> None:
     import ml
 
     assert {"Registry", "Settings", "get_model", "list_models", "MLError"} <= set(ml.__all__)
+
+
+def test_importing_the_api_creates_no_registry(tmp_path: Path) -> None:
+    probe = ("import api.app, ml.registry, os\n"
+             "assert ml.registry._default is None\n"
+             "print('ok')")
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "ML_DEVICE": "not-a-device"}
+    result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
+                            env=env, cwd=tmp_path, timeout=120)
+    assert result.stdout.strip() == "ok", result.stderr

@@ -1,0 +1,37 @@
+"""server.py: the UI pages and the REST API share one registry, one copy of each model."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from starlette.testclient import TestClient
+from streamlit.testing.v1 import AppTest
+
+from ml.registry import Registry
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_pages_and_api_share_the_loaded_models(registry: Registry) -> None:
+    import server
+
+    assert server.service.registry is registry
+    page = AppTest.from_file(str(ROOT / "pages" / "sentiment.py"), default_timeout=60)
+    page.run()
+    page.text_area(key="sentiment_text").input("What a wonderful day").run()
+    assert not page.exception
+    assert any("positive" in m.value for m in page.markdown)
+    with TestClient(server.api) as client:
+        response = client.post("/api/predict/sentiment", json={"text": "What a wonderful day"})
+        assert response.json()["sentiment"] == "positive"
+        loads = {m["name"]: m["loads"] for m in client.get("/api/models").json()["models"]}
+    assert loads["sentiment"] == 1
+    assert registry.load_count("sentiment") == 1
+
+
+def test_server_mounts_the_api_paths_under_st_app() -> None:
+    import server
+
+    paths = {route.path for route in server.api_routes}
+    assert {"/api/{path:path}", "/health", "/metrics", "/openapi.json", "/docs"} <= paths
+    assert str(server.app.script_path) == "app.py"
