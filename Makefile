@@ -29,6 +29,8 @@ api: $(VENV)/.runtime
 	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 20
 
 test: $(VENV)/.dev
+	$(BIN)/ruff check .
+	$(BIN)/python -m mypy ml api benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 test-fast: $(VENV)/.dev
@@ -36,7 +38,7 @@ test-fast: $(VENV)/.dev
 
 lint: $(VENV)/.dev
 	$(BIN)/ruff check .
-	$(BIN)/python -m mypy ml
+	$(BIN)/python -m mypy ml api benchmarks
 
 bench: $(VENV)/.runtime
 	$(BIN)/python -m benchmarks inprocess
