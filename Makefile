@@ -6,7 +6,7 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: run api test test-fast lint bench clean
+.PHONY: run api browser test test-fast lint bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,7 +28,14 @@ run: $(VENV)/.runtime
 api: $(VENV)/.runtime
 	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) --timeout-graceful-shutdown 20
 
-test: $(VENV)/.dev
+# Debian's chromium drives the real-browser tests (Playwright uses it, downloads nothing).
+browser:
+	@command -v chromium >/dev/null 2>&1 || { \
+	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
+	  else echo "chromium is missing and this is not root: browser tests will be skipped"; fi; }
+
+test: $(VENV)/.dev browser
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy ml api benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

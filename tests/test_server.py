@@ -16,7 +16,7 @@ def test_pages_and_api_share_the_loaded_models(registry: Registry) -> None:
     import server
 
     assert server.service.registry is registry
-    page = AppTest.from_file(str(ROOT / "pages" / "sentiment.py"), default_timeout=60)
+    page = AppTest.from_file(str(ROOT / "views" / "sentiment.py"), default_timeout=60)
     page.run()
     page.text_area(key="sentiment_text").input("What a wonderful day").run()
     assert not page.exception

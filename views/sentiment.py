@@ -5,7 +5,14 @@ import pandas as pd
 import streamlit as st
 
 from ml.samples import TEXTS
-from pages.shared import info_card, latency_caption, model, timed
+from views.shared import (
+    MAX_CSV_ROWS,
+    info_card,
+    latency_caption,
+    model,
+    read_text_table,
+    timed,
+)
 
 st.title("Sentiment analysis")
 sentiment = model("sentiment")
@@ -16,7 +23,7 @@ single, batch = st.tabs(["One text", "Batch"])
 with single:
     examples = st.columns(len(TEXTS))
     for column, example in zip(examples, TEXTS, strict=True):
-        if column.button(example[:32] + "...", help=example, use_container_width=True):
+        if column.button(example[:32] + "...", help=example, width="stretch"):
             st.session_state["sentiment_text"] = example
     text = st.text_area("Text", key="sentiment_text", height=100,
                         placeholder="Type a sentence, or pick an example above")
@@ -37,14 +44,14 @@ with single:
                 color=alt.Color("class:N", scale=alt.Scale(
                     domain=["positive", "neutral", "negative"],
                     range=["#16a34a", "#94a3b8", "#dc2626"]), legend=None)),
-                use_container_width=True)
+                width="stretch")
             if result.terms:
                 st.markdown("**Words that drove the decision**")
                 terms = pd.DataFrame(result.terms, columns=["term", "weight"])
                 st.altair_chart(alt.Chart(terms).mark_bar().encode(
                     x="weight:Q", y=alt.Y("term:N", sort="-x"),
                     color=alt.condition("datum.weight > 0", alt.value("#2563eb"),
-                                        alt.value("#f97316"))), use_container_width=True)
+                                        alt.value("#f97316"))), width="stretch")
 
 with batch:
     source = st.radio("Input", ["Paste lines", "Upload CSV"], horizontal=True)
@@ -56,20 +63,16 @@ with batch:
         upload = st.file_uploader("CSV file", type=["csv"])
         if upload is not None:
             try:
-                frame = pd.read_csv(upload, encoding="utf-8", nrows=5001)
-            except (UnicodeDecodeError, pd.errors.ParserError, ValueError) as exc:
-                st.error(f"Could not read that file as UTF-8 CSV: {exc}")
-                frame = None
-            if frame is not None:
-                text_columns = [c for c in frame.columns if frame[c].dtype == object]
-                if not text_columns:
-                    st.error("The file has no text column.")
-                elif len(frame) > 5000:
-                    st.error("At most 5,000 rows per file.")
-                else:
-                    column = st.selectbox("Text column", text_columns)
-                    texts = frame[column].dropna().astype(str).tolist()
-    texts = [t for t in texts if t.strip()][:5000]
+                frame = read_text_table(upload.getvalue())
+            except ValueError as exc:
+                st.error(f"Could not use that file: {exc}.", icon=":material/error:")
+            else:
+                column = st.selectbox("Text column", list(frame.columns))
+                texts = frame[column].dropna().astype(str).tolist()
+    texts = [t for t in texts if t.strip()]
+    if len(texts) > MAX_CSV_ROWS:
+        st.warning(f"{len(texts):,} texts given; only the first {MAX_CSV_ROWS:,} are analysed.")
+        texts = texts[:MAX_CSV_ROWS]
     if texts and st.button(f"Analyse {len(texts)} texts", type="primary"):
         progress = st.progress(0.0, text="Analysing...")
         rows, total_ms = [], 0.0
@@ -88,8 +91,8 @@ with batch:
             latency_caption(total_ms)
             st.altair_chart(alt.Chart(table).mark_bar().encode(
                 x="count()", y=alt.Y("sentiment:N", sort=["positive", "neutral", "negative"]),
-                color=alt.Color("sentiment:N", legend=None)), use_container_width=True)
-            st.dataframe(table, use_container_width=True, hide_index=True)
+                color=alt.Color("sentiment:N", legend=None)), width="stretch")
+            st.dataframe(table, width="stretch", hide_index=True)
             st.download_button("Download CSV", table.to_csv(index=False), "sentiment.csv",
                                "text/csv", icon=":material/download:")
 

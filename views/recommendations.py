@@ -3,8 +3,22 @@
 import pandas as pd
 import streamlit as st
 
-from ml.recommender import personas
-from pages.shared import info_card, latency_caption, model, timed
+from ml.recommender import RecommendedItem, personas
+from views.shared import info_card, latency_caption, model, timed
+
+
+def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], score: str) -> None:
+    """Products as a table; the score as a bar."""
+    frame = pd.DataFrame([{"product": i.description, "department": i.department.title(),
+                           "id": i.item_id, score: i.score} for i in items])
+    top = float(frame[score].max()) if len(frame) else 1.0
+    st.dataframe(frame, hide_index=True, width="stretch", column_config={
+        "product": st.column_config.TextColumn(width=250, help="category - type (brand, size)"),
+        "department": st.column_config.TextColumn(width=80),
+        "id": st.column_config.TextColumn(width=60),
+        score: st.column_config.ProgressColumn(format="%.2f", min_value=0.0,
+                                               max_value=max(top, 1e-9), width=80)})
+
 
 st.title("Product recommendations")
 recommender = model("recommender")
@@ -33,16 +47,13 @@ with known:
             st.subheader("Bought before")
             bought = recommender.history(user_id, limit=limit)
             if bought:
-                st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department}
-                                           for i in bought]), hide_index=True)
+                table(bought, "log purchases")
             else:
                 st.caption("No purchase history.")
         with suggestions:
             st.subheader("Recommended")
             latency_caption(ms)
-            st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department,
-                                        "score": i.score} for i in result.items]),
-                         hide_index=True)
+            table(result.items, "score")
 
 with cold:
     popular = recommender.recommend("new-customer", limit=40).items
@@ -52,9 +63,8 @@ with cold:
     if picked:
         result, ms = timed(lambda: recommender.recommend_for_items(picked, limit=10))
         if result is not None:
+            st.subheader("Recommended for you")
             latency_caption(ms)
-            st.dataframe(pd.DataFrame([{"product": i.description, "department": i.department,
-                                        "score": i.score} for i in result.items]),
-                         hide_index=True)
+            table(result.items, "score")
 
 info_card(recommender.info())

@@ -5,7 +5,7 @@ import pandas as pd
 import streamlit as st
 
 from ml.samples import PHOTOS, sample_photo
-from pages.shared import info_card, latency_caption, model, timed
+from views.shared import info_card, latency_caption, model, timed
 
 st.title("Image classification")
 classifier = model("image")
@@ -32,17 +32,17 @@ if image_input is not None:
     if decoded is not None:
         result, ms = timed(lambda: classifier.predict([decoded], top_k=top_k)[0])
         left, right = st.columns([2, 3])
-        left.image(decoded, use_container_width=True)
+        left.image(decoded, width="stretch")
         if result is not None:
             with right:
                 best = result.predictions[0]
-                st.metric("Best guess", best.label, f"{best.confidence:.1%}",
-                          delta_color="off")
+                st.metric("Best guess", best.label)
+                st.progress(best.confidence, text=f"{best.confidence:.1%} confident")
                 latency_caption(ms)
                 frame = pd.DataFrame([{"label": p.label, "confidence": p.confidence}
                                       for p in result.predictions])
                 st.altair_chart(alt.Chart(frame).mark_bar(color="#2563eb").encode(
                     x=alt.X("confidence:Q", axis=alt.Axis(format="%")),
-                    y=alt.Y("label:N", sort="-x")), use_container_width=True)
+                    y=alt.Y("label:N", sort="-x")), width="stretch")
 
 info_card(classifier.info())

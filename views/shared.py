@@ -55,3 +55,33 @@ def info_card(info: dict[str, Any]) -> None:
     """A model card in an expander."""
     with st.expander("Model card"):
         st.json(info, expanded=1)
+
+
+MAX_CSV_ROWS = 5000
+
+
+def read_text_table(data: bytes) -> Any:
+    """A CSV upload as a DataFrame with at least one text column; ValueError says why not."""
+    import io
+
+    import pandas as pd
+
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError:
+        raise ValueError("the file is not UTF-8 text; save it as UTF-8 CSV") from None
+    try:
+        frame = pd.read_csv(io.StringIO(text), nrows=MAX_CSV_ROWS + 1, dtype=str)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
+        raise ValueError(f"the file is not a readable CSV ({exc})") from None
+    if len(frame) > MAX_CSV_ROWS:
+        raise ValueError(f"at most {MAX_CSV_ROWS:,} rows per file")
+    def has_text(values: Any) -> bool:
+        values = values.dropna().str.strip()
+        values = values[values != ""]
+        return bool(pd.to_numeric(values, errors="coerce").isna().any())
+
+    columns = [c for c in frame.columns if has_text(frame[c])]
+    if not columns:
+        raise ValueError("the file has no column with text in it")
+    return frame[columns]

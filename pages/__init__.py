@@ -1,1 +1,0 @@
-"""Streamlit pages: title -> widgets -> ml call -> render."""

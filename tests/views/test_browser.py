@@ -1,0 +1,136 @@
+"""A real browser (Debian's chromium via Playwright) against the one-process server."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from ml.config import Settings
+from tests.conftest import encoded, photo
+from tests.servers import Server, running
+
+pytestmark = pytest.mark.slow
+ROOT = Path(__file__).resolve().parents[2]
+SHOTS = ROOT / "build" / "screenshots"
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+        "--disable-component-update", "--disable-sync", "--no-first-run", "--disable-quic"]
+
+
+@pytest.fixture(scope="module")
+def server(settings: Settings, registry, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    with running("one-process", env, tmp_path_factory.mktemp("logs")) as running_server:
+        yield running_server
+
+
+@pytest.fixture(scope="module")
+def browser_page(server: Server) -> Iterator[object]:
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Debian's chromium is not installed (make test installs it as root)")
+    from playwright.sync_api import sync_playwright
+
+    SHOTS.mkdir(parents=True, exist_ok=True)
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
+        page = browser.new_page(viewport={"width": 1400, "height": 1000})
+        page.set_default_timeout(90_000)
+        yield page
+        browser.close()
+
+
+def visit(page, server: Server, path: str, marker: str) -> None:  # type: ignore[no-untyped-def]
+    page.goto(f"{server.url}{path}")
+    page.get_by_text(marker).first.wait_for()
+    settle(page)
+
+
+def settle(page) -> None:  # type: ignore[no-untyped-def]
+    """Wait until Streamlit has finished running the script (no running indicator)."""
+    page.wait_for_timeout(300)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=90_000)
+    page.wait_for_timeout(300)
+
+
+def test_deep_link_first_gets_the_app_navigation(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """The very first visit of a fresh server lands on a page URL, not on /."""
+    page = browser_page
+    visit(page, server, "/recommendations", "Product recommendations")
+    nav = page.locator("[data-testid=stSidebarNav]").inner_text()
+    lines = [line.strip() for line in nav.splitlines() if line.strip()]
+    titles = ["Overview", "Sentiment", "Image classification", "Recommendations"]
+    assert [line for line in lines if line in titles] == titles
+    assert not {"app", "shared", "recommendations"} & set(lines)  # no legacy page list
+
+
+def test_overview(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/", "Real-time ML predictions")
+    page.get_by_text("Held-out accuracy").first.wait_for()
+    page.get_by_text("NDCG@10").first.wait_for()
+    page.screenshot(path=SHOTS / "overview.png", full_page=True)
+
+
+def test_sentiment_type_and_submit(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/sentiment", "Sentiment analysis")
+    page.get_by_text("Model card").wait_for()  # the script has run to the end
+    box = page.locator("textarea").first
+    box.click()
+    box.fill("What a wonderful, smooth ride. I love it!")
+    box.press("Control+Enter")
+    page.get_by_text("Sentiment analysis").first.click()  # blur also submits
+    page.get_by_text("Words that drove the decision").wait_for()
+    assert page.get_by_text("positive", exact=True).first.is_visible()
+    page.get_by_text("ms in-process").first.wait_for()
+    settle(page)
+    page.screenshot(path=SHOTS / "sentiment.png", full_page=True)
+
+
+def test_image_upload(browser_page, server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/image", "Image classification")
+    page.get_by_text("Upload", exact=True).click()
+    upload = tmp_path / "coffee.jpg"
+    upload.write_bytes(encoded(photo("coffee"), "JPEG", quality=90))
+    page.locator("input[type=file]").set_input_files(str(upload))
+    page.get_by_text("espresso").first.wait_for()
+    page.get_by_text("ms in-process").first.wait_for()
+    settle(page)
+    page.screenshot(path=SHOTS / "image.png", full_page=True)
+
+
+def test_image_upload_of_a_non_image_is_explained(browser_page, server: Server,  # type: ignore[no-untyped-def]
+                                                  tmp_path: Path) -> None:
+    page = browser_page
+    visit(page, server, "/image", "Image classification")
+    page.get_by_text("Upload", exact=True).click()
+    fake = tmp_path / "not-really.png"
+    fake.write_bytes(b"this is not an image at all")
+    page.locator("input[type=file]").set_input_files(str(fake))
+    page.get_by_text("not a supported image").first.wait_for()
+
+
+def test_recommendations_pick_a_household(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/recommendations", "Product recommendations")
+    page.get_by_text("Recommended", exact=True).wait_for()
+    page.get_by_role("combobox").first.click()
+    option = page.get_by_role("option").nth(2)
+    chosen = option.inner_text()
+    option.click()
+    page.get_by_role("combobox").first.wait_for()
+    assert chosen.split(":")[0] in page.get_by_role("combobox").first.input_value() or \
+        page.get_by_text(chosen.split(":")[0]).first.is_visible()
+    settle(page)
+    page.get_by_text("Bought before").wait_for()
+    page.get_by_text("ms in-process").first.wait_for()
+    tables = page.locator("[data-testid=stDataFrame]")
+    assert tables.count() == 2
+    assert tables.nth(1).bounding_box()["height"] > 200  # ten rows, not an empty frame
+    page.screenshot(path=SHOTS / "recommendations.png", full_page=True)

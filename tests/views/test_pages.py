@@ -1,0 +1,204 @@
+"""Every page rendered headlessly with Streamlit's AppTest, on the real models."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+import streamlit as st
+from streamlit.testing.v1 import AppTest
+
+import ml.registry
+from ml.artifacts import ArtifactStore
+from ml.config import Settings
+from ml.registry import Registry
+from views.shared import MAX_CSV_ROWS, read_text_table
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def page(name: str) -> AppTest:
+    app = AppTest.from_file(str(ROOT / "views" / f"{name}.py"), default_timeout=90)
+    app.run()
+    assert not app.exception, app.exception
+    return app
+
+
+@pytest.fixture(autouse=True)
+def loaded(registry: Registry) -> None:
+    registry.warmup()
+
+
+def texts_of(app: AppTest) -> str:
+    parts = [m.value for m in app.markdown] + [c.value for c in app.caption]
+    parts += [str(m.value) for m in app.metric] + [m.label for m in app.metric]
+    parts += [e.value for e in app.error] + [w.value for w in app.warning]
+    parts += [i.value for i in app.info]
+    return "\n".join(str(p) for p in parts)
+
+
+# -- overview ---------------------------------------------------------------------------------
+
+def test_home_shows_architecture_and_model_cards() -> None:
+    app = page("home")
+    assert app.title[0].value == "Real-time ML predictions"
+    text = texts_of(app)
+    for name in ("sentiment", "image", "recommender"):
+        assert f"**{name}**" in text
+    assert "Held-out accuracy" in text and "NDCG@10" in text
+    assert "Process memory" in text
+
+
+def test_app_entry_is_a_router_over_every_page() -> None:
+    source = (ROOT / "app.py").read_text()
+    for name in ("home", "sentiment", "image", "recommendations"):
+        assert f'"views/{name}.py"' in source
+    assert "ml" not in {line.split()[1] for line in source.splitlines()
+                        if line.startswith(("import ", "from "))}
+
+
+# -- sentiment --------------------------------------------------------------------------------
+
+def test_sentiment_single_text() -> None:
+    app = page("sentiment")
+    app.text_area(key="sentiment_text").input("I love this wonderful day").run()
+    text = texts_of(app)
+    assert ":green[positive]" in text
+    assert "Confidence" in text and "in-process" in text
+    assert "Words that drove the decision" in text
+
+
+def test_sentiment_example_button_fills_the_text() -> None:
+    app = page("sentiment")
+    app.button[1].click().run()
+    assert app.text_area(key="sentiment_text").value.startswith("The update broke")
+    assert ":red[negative]" in texts_of(app)
+
+
+def test_sentiment_without_text_shows_no_result() -> None:
+    app = page("sentiment")
+    assert "Confidence" not in texts_of(app)
+
+
+def test_sentiment_too_long_text_is_a_clear_message() -> None:
+    app = page("sentiment")
+    app.text_area(key="sentiment_text").input("word " * 1200).run()
+    assert "limit is 5000" in texts_of(app)
+    assert not app.exception
+
+
+def test_sentiment_batch_of_pasted_lines() -> None:
+    app = page("sentiment")
+    app.text_area(key="batch_lines").input("great service\nterrible food\nthe bus at nine").run()
+    [analyse] = [b for b in app.button if b.label.startswith("Analyse")]
+    analyse.click().run()
+    assert not app.exception
+    table = app.dataframe[0].value
+    assert list(table["sentiment"][:2]) == ["positive", "negative"]
+    assert len(table) == 3
+
+
+@pytest.mark.parametrize(("data", "fragment"), [
+    pytest.param("caf\xe9;naïve".encode("latin-1"), "not UTF-8", id="latin-1"),
+    pytest.param(b"", "not a readable CSV", id="empty"),
+    pytest.param(b"a,b\n1,2\n3,4\n", "no column with text", id="numbers-only"),
+    pytest.param(b"text\n" + b"hello\n" * (MAX_CSV_ROWS + 1), "at most", id="too-many-rows"),
+    pytest.param(b'text\n"unterminated\n', "not a readable CSV", id="broken-quotes"),
+])
+def test_bad_csv_files_are_explained(data: bytes, fragment: str) -> None:
+    with pytest.raises(ValueError, match=fragment):
+        read_text_table(data)
+
+
+def test_good_csv_keeps_text_columns() -> None:
+    frame = read_text_table(b"id,review\n1,great\n2,awful\n")
+    assert list(frame.columns) == ["review"]
+    assert list(frame["review"]) == ["great", "awful"]
+
+
+# -- image -------------------------------------------------------------------------------------
+
+def test_image_gallery_default_is_classified() -> None:
+    app = page("image")
+    assert app.metric[0].label == "Best guess"
+    assert app.metric[0].value in {"tabby", "tiger cat", "Egyptian cat"}
+    assert "in-process" in texts_of(app)
+
+
+def test_image_gallery_choice_and_top_k() -> None:
+    app = page("image")
+    app.selectbox[0].select("coffee").run()
+    app.slider[0].set_value(3).run()
+    assert app.metric[0].value == "espresso"
+    assert not app.exception
+
+
+def test_image_upload_without_a_file_shows_nothing() -> None:
+    app = page("image")
+    app.radio[0].set_value("Upload").run()
+    assert not app.metric and not app.exception
+
+
+# -- recommendations ---------------------------------------------------------------------------
+
+def test_recommendations_for_a_persona() -> None:
+    app = page("recommendations")
+    assert not app.exception
+    subheaders = [s.value for s in app.subheader]
+    assert "Bought before" in subheaders and "Recommended" in subheaders
+    recommended = app.dataframe[1].value
+    assert len(recommended) == 10 and "score" in recommended.columns
+
+
+def test_recommendations_with_category_and_limit() -> None:
+    app = page("recommendations")
+    app.selectbox[1].select("MEAT").run()
+    app.slider[0].set_value(5).run()
+    recommended = app.dataframe[1].value
+    assert len(recommended) == 5
+    assert set(recommended["department"]) == {"Meat"}
+
+
+def test_unknown_household_says_it_shows_popular_items() -> None:
+    app = page("recommendations")
+    app.selectbox[0].select("another id...").run()
+    app.text_input[0].input("999999999").run()
+    assert "most popular" in texts_of(app)
+    assert "No purchase history." in texts_of(app)
+
+
+def test_new_customer_cold_start(recommender) -> None:  # type: ignore[no-untyped-def]
+    app = page("recommendations")
+    popular = recommender.recommend("new-customer", limit=40).items
+    app.multiselect[0].select(popular[0].item_id).select(popular[3].item_id).run()
+    assert "Recommended for you" in [s.value for s in app.subheader]
+    assert not app.exception
+
+
+# -- a failed model --------------------------------------------------------------------------
+
+@pytest.fixture
+def broken_image_registry(registry: Registry, monkeypatch: pytest.MonkeyPatch
+                          ) -> Iterator[None]:
+    def broken(settings: Settings, store: ArtifactStore) -> object:
+        raise FileNotFoundError("weights file is missing")
+
+    failing = Registry(registry.settings, builders={
+        "sentiment": lambda s, st_: registry.get("sentiment"), "image": broken})
+    monkeypatch.setattr(ml.registry, "_default", failing)
+    st.cache_resource.clear()
+    yield
+    st.cache_resource.clear()
+
+
+@pytest.mark.usefixtures("broken_image_registry")
+def test_failed_model_shows_an_error_and_other_pages_work() -> None:
+    image = page("image")
+    assert "weights file is missing" in texts_of(image)
+    assert not image.metric
+    sentiment = page("sentiment")
+    sentiment.text_area(key="sentiment_text").input("great").run()
+    assert ":green[positive]" in texts_of(sentiment)
+    home = page("home")
+    assert "weights file is missing" in texts_of(home)

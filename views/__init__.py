@@ -1,0 +1,1 @@
+"""Streamlit page scripts (run by app.py's st.navigation): title -> widgets -> ml -> render."""

@@ -1,0 +1,71 @@
+"""Overview: what this is, the one-process architecture, model cards and live health."""
+
+import psutil
+import streamlit as st
+
+from views.shared import registry
+
+st.title("Real-time ML predictions")
+st.markdown(
+    "Sentiment analysis, image classification and product recommendations, served by "
+    "**one Python process**: this UI and the REST API (`/api/...`) call the very same loaded "
+    "models, in microseconds, with no network hop in between.")
+
+st.graphviz_chart("""
+digraph {
+  rankdir=LR; node [shape=box, style="rounded,filled", fillcolor="#eef2ff", fontname="sans"];
+  browser [label="Browser"]; client [label="REST client"];
+  subgraph cluster_p { label="one process, one port"; style=rounded; color="#94a3b8";
+    ui [label="Streamlit UI  /"]; api [label="Starlette API  /api, /health, /metrics"];
+    reg [label="ml registry\\n(one copy of each model)", fillcolor="#dcfce7"]; }
+  browser -> ui; client -> api; ui -> reg [label="in-process call"];
+  api -> reg [label="in-process call"];
+}""")
+
+reg = registry()
+
+
+@st.fragment(run_every=2.0)
+def model_cards() -> None:
+    """Model cards with live state; refreshes itself while anything is still loading."""
+    statuses = reg.statuses()
+    st.subheader("Models")
+    columns = st.columns(len(statuses))
+    for column, (name, status) in zip(columns, statuses.items(), strict=True):
+        with column, st.container(border=True, height=260):
+            icon = {"ready": ":material/check_circle:", "failed": ":material/error:"}.get(
+                status.state, ":material/hourglass_empty:")
+            st.markdown(f"**{name}** {icon}")
+            st.caption(f"{status.version or 'not loaded yet'} · {status.state}"
+                       + (f" · loaded in {status.load_seconds:.2f}s"
+                          if status.load_seconds else ""))
+            if status.state == "ready":
+                info = reg.get(name).info()
+                st.write(info["task"])
+                evaluation = info["evaluation"]
+                if name == "sentiment":
+                    st.metric("Held-out accuracy", f"{evaluation['accuracy']:.1%}",
+                              help=f"macro-F1 {evaluation['macro_f1']:.3f}")
+                elif name == "recommender":
+                    als = evaluation["als"]["ndcg@10"]
+                    popular = evaluation["popularity"]["ndcg@10"]
+                    st.metric("NDCG@10", f"{als:.3f}", delta=f"{als - popular:+.3f} vs popularity")
+                else:
+                    st.metric("Parameters", "4.7M", help=info["architecture"])
+            elif status.state == "failed":
+                st.error(status.reason or "failed to load")
+    memory = psutil.Process().memory_info().rss / 2**20
+    st.caption(f"Process memory: {memory:,.0f} MB for the UI, the API and every loaded model.")
+
+
+model_cards()
+if any(s.state != "ready" for s in reg.statuses().values()):
+    if st.button("Load all models now", icon=":material/download:"):
+        with st.spinner("Loading and warming every model..."):
+            reg.warmup()
+        st.rerun()
+
+st.subheader("Use it from code")
+st.code("""curl -s localhost:8501/api/predict/sentiment -H 'content-type: application/json' \\
+  -d '{"text": "I love this!"}'""", language="bash")
+st.caption("API docs at /docs · health at /health · metrics at /metrics")
