@@ -1,6 +1,8 @@
 """One process, one port: the Streamlit UI at / and the REST API at /api, /health, /metrics.
 
-Run with `streamlit run server.py` (what `make run` does) or `uvicorn server:app`.
+`make run` serves it with `uvicorn server:app`; `streamlit run server.py` works too (what
+Streamlit Community Cloud runs) but its listening socket lacks TCP_NODELAY, which adds ~40 ms
+to every keep-alive API request.
 The UI pages and the API share the process-wide model registry: one copy of each model.
 """
 

@@ -1,4 +1,8 @@
-"""`python -m benchmarks inprocess [--quick]`: run a benchmark and write its results."""
+"""`python -m benchmarks inprocess|run [--quick] [--models ...] [--paths ...]`.
+
+inprocess: each model's in-process latency. run: every call path side by side (in-process,
+HTTP to the one process, microservice hop), results in benchmarks/results/ and, for a full
+run, BENCHMARKS.md."""
 
 from __future__ import annotations
 
@@ -8,6 +12,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from benchmarks import harness, report
 from benchmarks.machine import machine_info
 from ml.config import Settings
 from ml.registry import Registry
@@ -18,10 +23,18 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen benchmark, write JSON, print a summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("benchmark", choices=["inprocess"])
+    parser.add_argument("benchmark", choices=["inprocess", "run"])
     parser.add_argument("--quick", action="store_true", help="few iterations (for tests)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
+    parser.add_argument("--models", nargs="+", default=list(harness.MODELS),
+                        choices=harness.MODELS)
+    parser.add_argument("--paths", nargs="+", default=list(harness.PATHS),
+                        choices=harness.PATHS)
+    parser.add_argument("--markdown", type=Path, default=None,
+                        help="where to write BENCHMARKS.md (default: repo root, full runs)")
     args = parser.parse_args(argv)
+    if args.benchmark == "run":
+        return run_harness(args)
 
     from benchmarks import inprocess
 
@@ -38,6 +51,27 @@ def main(argv: Sequence[str] | None = None) -> int:
     print(f"\nmachine: {before['cpu']}, {before['cores']} cores, load {before['load_average']}"
           f"{' (BUSY: figures are pessimistic)' if before['busy'] else ''}")
     print(f"written: {path}")
+    return 0
+
+
+def run_harness(args: argparse.Namespace) -> int:
+    """Run every call path side by side; write JSON, CSV and (full runs) BENCHMARKS.md."""
+    plan = harness.Plan(quick=args.quick, models=tuple(args.models), paths=tuple(args.paths))
+    before = machine_info()
+    results = harness.run(plan)
+    record = {"benchmark": "run", "quick": args.quick, "machine": before,
+              "load_after": machine_info()["load_average"], "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    stem = "harness-quick" if args.quick else "harness"
+    (args.out / f"{stem}.json").write_text(json.dumps(record, indent=2) + "\n",
+                                          encoding="utf-8")
+    (args.out / f"{stem}.csv").write_text(report.csv_text(results), encoding="utf-8")
+    markdown_path = args.markdown or (None if args.quick else RESULTS.parent.parent /
+                                      "BENCHMARKS.md")
+    if markdown_path is not None:
+        markdown_path.write_text(report.markdown(record), encoding="utf-8")
+        print(f"written: {markdown_path}")
+    print(f"written: {args.out / f'{stem}.json'} and .csv")
     return 0
 
 

@@ -35,6 +35,8 @@ with single:
             left.markdown(f"### :{colour}[{result.sentiment}]")
             middle.metric("Confidence", f"{result.confidence:.1%}")
             right.metric("Score", f"{result.score:+.2f}", help="P(positive) - P(negative)")
+            st.progress((result.score + 1) / 2,
+                        text=f"score {result.score:+.2f}  (-1 negative ... +1 positive)")
             latency_caption(ms)
             probabilities = pd.DataFrame({"class": list(result.probabilities),
                                           "probability": list(result.probabilities.values())})

@@ -10,10 +10,10 @@ from pathlib import Path
 import httpx
 import pytest
 
+from benchmarks.services import Server, running
 from ml.config import Settings
 from tests.api.servers import http_server
 from tests.conftest import encoded, photo
-from tests.servers import Server, running
 
 pytestmark = pytest.mark.slow
 KEY = "e2e-secret-key"
@@ -179,3 +179,15 @@ def test_one_process_loads_each_model_once(one_process: Server) -> None:
     assert health["status"] == "healthy"
     metrics = httpx.get(f"{one_process.url}/metrics/prometheus", timeout=10)
     assert "http_requests_total" in metrics.text
+
+
+def test_streamlit_run_server_py_still_serves_ui_and_api(settings: Settings, registry,  # type: ignore[no-untyped-def]
+                                                         tmp_path: Path) -> None:
+    """Streamlit Community Cloud runs `streamlit run <main file>`."""
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    with running("streamlit-run", env, tmp_path) as server:
+        assert httpx.get(f"{server.url}/", timeout=10).status_code == 200
+        response = httpx.post(f"{server.url}/api/predict/sentiment", json={"text": "great"},
+                              timeout=10)
+        assert response.json()["sentiment"] == "positive"

@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.services import Server, running
 from ml.config import Settings
 from tests.conftest import encoded, photo
-from tests.servers import Server, running
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]

@@ -1,4 +1,5 @@
-"""Start the real server as a child process on 127.0.0.1 and stop it by its PID."""
+"""Server processes on 127.0.0.1 for benchmarks and tests: start, wait until ready, measure,
+stop by PID."""
 
 from __future__ import annotations
 
@@ -33,6 +34,26 @@ class Server:
     url: str
     log: Path
 
+    def peak_rss_mb(self) -> float:
+        """Peak resident memory of the process so far (VmHWM), in MiB."""
+        try:
+            with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
+                for line in status:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) / 1024
+        except OSError:
+            pass
+        import psutil
+
+        return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
+
+    def cpu_seconds(self) -> float:
+        """User + system CPU time the process has used."""
+        import psutil
+
+        times = psutil.Process(self.process.pid).cpu_times()
+        return float(times.user + times.system)
+
     def stop(self, timeout: float = 30.0) -> int:
         """SIGTERM, wait; SIGKILL if it will not go. Returns the exit code."""
         if self.process.poll() is None:
@@ -46,10 +67,17 @@ class Server:
 
 def command(mode: str, port: int) -> list[str]:
     """The command line of each serving mode."""
+    if mode == "hop":
+        return [sys.executable, "-m", "uvicorn", "benchmarks.hop:create_app", "--factory",
+                "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "--log-level", "warning"]
     if mode == "api":
         return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
                 "--port", str(port), "--timeout-graceful-shutdown", "20", "--no-access-log"]
-    if mode == "one-process":
+    if mode == "one-process":  # what `make run` runs
+        return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
+                "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
+    if mode == "streamlit-run":  # what Streamlit Community Cloud runs
         return [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port",
                 str(port), "--server.address", "127.0.0.1", "--server.headless", "true"]
     raise ValueError(mode)

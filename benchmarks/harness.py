@@ -1,0 +1,238 @@
+"""Side-by-side call paths: in-process, HTTP to the one process, and a microservice hop.
+
+Every path serves the same models from the same cached artifacts and gets the same inputs
+in the same run. Servers are started here on 127.0.0.1 and stopped by PID.
+"""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import json
+import tempfile
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from benchmarks.load import LoadResult, http_load, inprocess_load
+from benchmarks.services import Server, running
+from benchmarks.stats import summarize
+from ml.config import Settings
+from ml.registry import Registry
+
+MODELS = ("sentiment", "image", "recommender")
+ROUTES = {"sentiment": "/api/predict/sentiment", "image": "/api/predict/image",
+          "recommender": "/api/predict/recommend"}
+HOP_NAMES = {"sentiment": "sentiment", "image": "image", "recommender": "recommend"}
+PATHS = ("in-process", "http", "hop")
+# Production features stay on in the measured server; the rate limit is lifted far above
+# the load so that it measures serving, not throttling.
+SERVER_ENV = {"ML_RATE_LIMIT_PER_SECOND": "1000000", "ML_RATE_LIMIT_BURST": "1000000",
+              "ML_DEVICE": "cpu"}
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How much to measure."""
+
+    quick: bool = False
+    models: tuple[str, ...] = MODELS
+    paths: tuple[str, ...] = PATHS
+    concurrency: tuple[int, ...] = (1, 8, 32)
+
+    def requests_at_one(self, model: str) -> int:
+        base = {"sentiment": 2000, "image": 150, "recommender": 2000}[model]
+        return max(10, base // 40) if self.quick else base
+
+    def seconds_high(self, model: str) -> float:
+        return 1.0 if self.quick else (8.0 if model == "image" else 5.0)
+
+    @property
+    def scenario_texts(self) -> int:
+        return 100 if self.quick else 1000
+
+
+class Inputs:
+    """The same inputs for every path: tweets, a photo, household ids."""
+
+    def __init__(self, registry: Registry) -> None:
+        from ml.samples import sample_photo
+        from ml.sentiment import load_corpus
+
+        texts, _ = load_corpus()
+        self.texts = [t for t in texts[::7] if 40 <= len(t) <= 140][:2000]
+        buffer = __import__("io").BytesIO()
+        sample_photo("coffee").save(buffer, format="JPEG", quality=90)
+        self.jpeg = buffer.getvalue()
+        self.users = registry.get("recommender").known_users()[:500]  # type: ignore[attr-defined]
+
+    def bodies(self, model: str) -> list[bytes]:
+        if model == "sentiment":
+            return [json.dumps({"text": t}).encode() for t in self.texts]
+        if model == "image":
+            return [json.dumps({"image_base64": base64.b64encode(self.jpeg).decode(),
+                                "top_k": 5}).encode()]
+        return [json.dumps({"user_id": u, "limit": 10}).encode() for u in self.users]
+
+    def call(self, registry: Registry, model: str) -> tuple[Callable[[Any], object], list[Any]]:
+        m = registry.get(model)
+        if model == "sentiment":
+            return m.predict_one, list(self.texts)  # type: ignore[attr-defined]
+        if model == "image":
+            return (lambda data: m.predict_one(data, top_k=5)), [self.jpeg]  # type: ignore[attr-defined]
+        return (lambda user: m.recommend(user, limit=10)), list(self.users)  # type: ignore[attr-defined]
+
+
+def figures(result: LoadResult) -> dict[str, Any]:
+    """Latency summary, throughput, errors and the client's CPU share."""
+    out: dict[str, Any] = summarize(result.latencies) if result.latencies else {"n": 0}
+    out.update({"throughput_rps": round(result.throughput, 1), "errors": result.errors,
+                "elapsed_s": round(result.elapsed, 3),
+                "client_cpu_share": round(result.client_cpu / result.elapsed, 3)
+                if result.elapsed else 0.0})
+    return out
+
+
+@contextlib.contextmanager
+def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings,
+             logs: Path) -> Iterator[dict[str, Any]]:
+    """Start the servers the chosen paths need; yields their URLs and Server handles."""
+    env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir)}
+    with contextlib.ExitStack() as stack:
+        found: dict[str, Any] = {"servers": {}}
+        if "http" in paths:
+            single = stack.enter_context(running("one-process", env, logs))
+            found["http"] = single.url
+            found["servers"]["one-process"] = single
+        if "hop" in paths:
+            model_servers: dict[str, Server] = {}
+            for model in models:
+                model_servers[model] = stack.enter_context(
+                    running("api", {**env, "ML_MODELS": model}, logs))
+            targets = {HOP_NAMES[m]: s.url for m, s in model_servers.items()}
+            if "sentiment" in model_servers:
+                targets["batch"] = model_servers["sentiment"].url
+            front = stack.enter_context(running("hop", {"HOP_TARGETS": json.dumps(targets)},
+                                                logs))
+            found["hop"] = front.url
+            found["servers"].update({"hop-front": front,
+                                     **{f"hop-{m}": s for m, s in model_servers.items()}})
+        yield found
+
+
+def run(plan: Plan, settings: Settings | None = None,
+        progress: Callable[[str], None] = print) -> dict[str, Any]:
+    """Measure everything the plan asks for; returns the result tree."""
+    settings = settings or Settings.from_env()
+    registry = Registry(settings.replace(models=plan.models))
+    registry.warmup()
+    inputs = Inputs(registry) if "recommender" in plan.models else None
+    if inputs is None:
+        raise ValueError("the harness needs the recommender for its household ids")
+    results: dict[str, Any] = {"paths": {}, "scenario_1000_texts": {}, "memory": {}}
+    with tempfile.TemporaryDirectory() as logs, \
+            topology(plan.paths, plan.models, settings, Path(logs)) as servers:
+        for path in plan.paths:
+            results["paths"][path] = {}
+            for model in plan.models:
+                per_model: dict[str, Any] = {}
+                for concurrency in plan.concurrency:
+                    count = plan.requests_at_one(model) if concurrency == 1 else 10**9
+                    seconds = 120.0 if concurrency == 1 else plan.seconds_high(model)
+                    if path == "in-process":
+                        call, items = inputs.call(registry, model)
+                        inprocess_load(call, items, concurrency=concurrency,
+                                       requests=min(count, 20))  # warm this shape
+                        result = inprocess_load(call, items, concurrency=concurrency,
+                                                requests=count, seconds=seconds)
+                    else:
+                        url = servers[path]
+                        route = ROUTES[model] if path == "http" else \
+                            f"/api/predict/{HOP_NAMES[model]}"
+                        bodies = inputs.bodies(model)
+                        http_load(url, route, bodies, concurrency=concurrency, requests=20)
+                        result = http_load(url, route, bodies, concurrency=concurrency,
+                                           requests=count, seconds=seconds)
+                    per_model[f"c{concurrency}"] = figures(result)
+                    progress(f"{path:>10} {model:<11} c={concurrency:<3} "
+                             f"p50 {per_model[f'c{concurrency}'].get('p50_ms', 0):8.3f} ms  "
+                             f"{result.throughput:8.1f} req/s  errors {result.errors}")
+                results["paths"][path][model] = per_model
+            if "sentiment" in plan.models:
+                results["scenario_1000_texts"][path] = scenario(
+                    path, plan, registry, inputs, servers)
+                progress(f"{path:>10} 1000 texts: {results['scenario_1000_texts'][path]}")
+        results["memory"] = memory(servers["servers"])
+    results["ratios"] = ratios(results)
+    return results
+
+
+def scenario(path: str, plan: Plan, registry: Registry, inputs: Inputs,
+             servers: dict[str, Any]) -> dict[str, float]:
+    """The product spec's scenario: N texts one by one, then as one batch."""
+    texts = (inputs.texts * 2)[:plan.scenario_texts]
+    if path == "in-process":
+        model = registry.get("sentiment")
+        started = time.perf_counter()
+        for text in texts:
+            model.predict_one(text)  # type: ignore[attr-defined]
+        one_by_one = time.perf_counter() - started
+        batch_times = []
+        for _ in range(5):
+            started = time.perf_counter()
+            model.predict(texts)
+            batch_times.append(time.perf_counter() - started)
+        return {"texts": len(texts), "one_by_one_ms": round(one_by_one * 1e3, 2),
+                "batch_ms": round(sorted(batch_times)[2] * 1e3, 2)}
+    url = servers[path]
+    route = "/api/predict/sentiment" if path == "http" else "/api/predict/sentiment"
+    started = time.perf_counter()
+    result = http_load(url, route, [json.dumps({"text": t}).encode() for t in texts],
+                       concurrency=1, requests=len(texts))
+    one_by_one = time.perf_counter() - started
+    batch_route = "/api/predict/batch"
+    body = {"texts": texts, "model": "sentiment"}
+    batch_times, server_ms = [], []
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for _ in range(5):
+            started = time.perf_counter()
+            response = client.post(batch_route, json=body)
+            batch_times.append(time.perf_counter() - started)
+            server_ms.append(response.json().get("latency_ms", 0.0))
+    return {"texts": len(texts), "one_by_one_ms": round(one_by_one * 1e3, 2),
+            "batch_ms": round(sorted(batch_times)[2] * 1e3, 2),
+            "batch_server_model_ms": round(sorted(server_ms)[2], 2),
+            "errors": result.errors}
+
+
+def memory(servers: dict[str, Server]) -> dict[str, Any]:
+    """Peak RSS of every server process; single process vs the sum of the split."""
+    peaks = {name: round(server.peak_rss_mb(), 1) for name, server in servers.items()}
+    hop = {name: mb for name, mb in peaks.items() if name.startswith("hop-")}
+    out: dict[str, Any] = {"peak_rss_mb": peaks}
+    if "one-process" in peaks and hop:
+        out["single_process_mb"] = peaks["one-process"]
+        out["microservices_total_mb"] = round(sum(hop.values()), 1)
+        out["single_over_split"] = round(peaks["one-process"] / sum(hop.values()), 3)
+    return out
+
+
+def ratios(results: dict[str, Any]) -> dict[str, Any]:
+    """p50 at concurrency 1 relative to in-process, per model and path."""
+    out: dict[str, Any] = {}
+    paths = results["paths"]
+    base = paths.get("in-process", {})
+    for model, figs in base.items():
+        floor = figs.get("c1", {}).get("p50_ms")
+        if not floor:
+            continue
+        out[model] = {path: round(paths[path][model]["c1"]["p50_ms"] / floor, 1)
+                      for path in paths if model in paths[path]}
+        if "http" in paths and "hop" in paths:
+            out[model]["hop_over_http"] = round(
+                paths["hop"][model]["c1"]["p50_ms"] / paths["http"][model]["c1"]["p50_ms"], 2)
+    return out
