@@ -189,7 +189,7 @@ def scenario(path: str, plan: Plan, registry: Registry, inputs: Inputs,
         return {"texts": len(texts), "one_by_one_ms": round(one_by_one * 1e3, 2),
                 "batch_ms": round(sorted(batch_times)[2] * 1e3, 2)}
     url = servers[path]
-    route = "/api/predict/sentiment" if path == "http" else "/api/predict/sentiment"
+    route = "/api/predict/sentiment"  # the hop front forwards the same route
     started = time.perf_counter()
     result = http_load(url, route, [json.dumps({"text": t}).encode() for t in texts],
                        concurrency=1, requests=len(texts))

@@ -1,0 +1,80 @@
+"""The benchmark harness in quick mode: every path produces results and files (no timing
+assertions: these machines are shared and noisy)."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from benchmarks.load import http_load, inprocess_load
+from benchmarks.services import running
+from ml.config import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+@pytest.mark.slow
+def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  # type: ignore[no-untyped-def]
+                                                 tmp_path: Path) -> None:
+    registry.warmup()
+    env = {**os.environ, "ML_CACHE_DIR": str(settings.cache_dir), "PYTHONPATH": str(ROOT)}
+    result = subprocess.run(
+        [sys.executable, "-m", "benchmarks", "run", "--quick", "--out", str(tmp_path),
+         "--markdown", str(tmp_path / "BENCHMARKS.md")],
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    record = json.loads((tmp_path / "harness-quick.json").read_text())
+    assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
+    paths = record["results"]["paths"]
+    assert set(paths) == {"in-process", "http", "hop"}
+    for path, models in paths.items():
+        assert set(models) == {"sentiment", "image", "recommender"}
+        for model, levels in models.items():
+            for level, figures in levels.items():
+                assert figures["n"] > 0, (path, model, level)
+                assert figures["errors"] == 0, (path, model, level)
+    scenario = record["results"]["scenario_1000_texts"]
+    assert set(scenario) == {"in-process", "http", "hop"}
+    memory = record["results"]["memory"]
+    assert set(memory["peak_rss_mb"]) == {"one-process", "hop-front", "hop-sentiment",
+                                          "hop-image", "hop-recommender"}
+    assert memory["single_over_split"] > 0
+    with (tmp_path / "harness-quick.csv").open() as handle:
+        rows = list(csv.DictReader(handle))
+    assert len(rows) == 3 * 3 * 3
+    markdown = (tmp_path / "BENCHMARKS.md").read_text()
+    for heading in ("Latency at concurrency 1", "Throughput under concurrency", "Ratios",
+                    "1,000 texts", "Memory"):
+        assert heading in markdown
+
+
+def test_inprocess_load_is_bounded_and_counts_errors() -> None:
+    def flaky(x: int) -> int:
+        if x % 5 == 0:
+            raise ValueError("bad item")
+        return x
+
+    result = inprocess_load(flaky, list(range(1, 11)), concurrency=3, requests=50)
+    assert result.count == 50
+    assert result.errors == 10
+    assert len(result.latencies) == 40
+
+
+@pytest.mark.slow
+def test_http_load_against_a_real_server(settings: Settings, registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_RATE_LIMIT_PER_SECOND": "0"}
+    with running("api", env, tmp_path) as server:
+        good = http_load(server.url, "/api/predict/sentiment", [b'{"text": "great"}'],
+                         concurrency=4, requests=40)
+        bad = http_load(server.url, "/api/predict/sentiment", [b'{"text": ""}'],
+                        concurrency=2, requests=10)
+    assert good.count == 40 and good.errors == 0 and good.statuses == {200: 40}
+    assert good.throughput > 0 and good.client_cpu >= 0
+    assert bad.errors == 10 and bad.statuses == {422: 10}
