@@ -14,4 +14,5 @@ st.navigation([
     st.Page("views/image.py", title="Image classification", icon=":material/image:"),
     st.Page("views/recommendations.py", title="Recommendations",
             icon=":material/shopping_cart:"),
+    st.Page("views/benchmarks.py", title="Benchmarks", icon=":material/speed:"),
 ]).run()

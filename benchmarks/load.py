@@ -47,13 +47,13 @@ def request_bytes(url: str, path: str, body: bytes) -> bytes:
 
 
 async def _worker(url: str, payloads: Sequence[bytes], result: LoadResult, budget: list[int],
-                  deadline: float, started: float, on_sample: Callable[[float, float], None] | None
-                  ) -> None:
+                  deadline: float, started: float, on_sample: Callable[[float, float], None] | None,
+                  stop: Callable[[], bool]) -> None:
     parts = urlsplit(url)
     reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
     index = 0
     try:
-        while budget[0] > 0 and time.perf_counter() < deadline:
+        while budget[0] > 0 and time.perf_counter() < deadline and not stop():
             budget[0] -= 1
             payload = payloads[index % len(payloads)]
             index += 1
@@ -86,9 +86,10 @@ async def _worker(url: str, payloads: Sequence[bytes], result: LoadResult, budge
 
 def http_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
               requests: int, seconds: float = MAX_SECONDS,
-              on_sample: Callable[[float, float], None] | None = None) -> LoadResult:
+              on_sample: Callable[[float, float], None] | None = None,
+              stop: Callable[[], bool] = lambda: False) -> LoadResult:
     """Send up to `requests` POSTs over `concurrency` keep-alive connections, for at most
-    `seconds` (and never more than MAX_SECONDS)."""
+    `seconds` (and never more than MAX_SECONDS), or until `stop()` is true."""
     payloads = [request_bytes(url, path, body) for body in bodies]
     result = LoadResult()
     budget = [requests]
@@ -97,7 +98,7 @@ def http_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
         started = time.perf_counter()
         deadline = started + min(seconds, MAX_SECONDS)
         await asyncio.gather(*(_worker(url, payloads, result, budget, deadline, started,
-                                       on_sample) for _ in range(concurrency)))
+                                       on_sample, stop) for _ in range(concurrency)))
         result.elapsed = time.perf_counter() - started
 
     cpu = time.process_time()
@@ -108,7 +109,8 @@ def http_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
 
 def inprocess_load(call: Callable[[Any], object], inputs: Sequence[Any], *, concurrency: int,
                    requests: int, seconds: float = MAX_SECONDS,
-                   on_sample: Callable[[float, float], None] | None = None) -> LoadResult:
+                   on_sample: Callable[[float, float], None] | None = None,
+                   stop: Callable[[], bool] = lambda: False) -> LoadResult:
     """Call `call(input)` from `concurrency` threads, bounded like http_load."""
     result = LoadResult()
     budget = [requests]
@@ -117,7 +119,7 @@ def inprocess_load(call: Callable[[Any], object], inputs: Sequence[Any], *, conc
 
     def worker(offset: int) -> None:
         index = offset
-        while time.perf_counter() < deadline:
+        while time.perf_counter() < deadline and not stop():
             if budget[0] <= 0:
                 return
             budget[0] -= 1

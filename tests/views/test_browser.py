@@ -134,3 +134,15 @@ def test_recommendations_pick_a_household(browser_page, server: Server) -> None:
     assert tables.count() == 2
     assert tables.nth(1).bounding_box()["height"] > 200  # ten rows, not an empty frame
     page.screenshot(path=SHOTS / "recommendations.png", full_page=True)
+
+
+def test_benchmarks_page_runs_in_process_and_http(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/benchmarks", "Benchmarks")
+    page.get_by_text("HTTP (this server)").first.wait_for()  # the API is in this process
+    page.get_by_role("button", name="Run").click()
+    page.get_by_text("Run done").wait_for()
+    settle(page)
+    page.get_by_text("slower than in-process").first.wait_for()
+    assert page.get_by_text("This server's own metrics").is_visible()
+    page.screenshot(path=SHOTS / "benchmarks.png", full_page=True)

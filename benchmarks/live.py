@@ -1,0 +1,230 @@
+"""Live benchmark runs for the UI: bounded, one at a time per process, in a background
+thread, stopping by themselves when nobody is watching."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+
+from benchmarks.load import LoadResult, inprocess_load
+from benchmarks.services import running
+from ml.registry import Registry
+
+PATHS = ("in-process", "http", "hop")
+PATH_LABELS = {"in-process": "in-process", "http": "HTTP (this server)",
+               "hop": "HTTP + microservice hop"}
+ROUTES = {"sentiment": "/api/predict/sentiment", "recommender": "/api/predict/recommend",
+          "image": "/api/predict/image"}
+HOP_ROUTE = {"sentiment": "sentiment", "recommender": "recommend", "image": "image"}
+MAX_SECONDS = 30.0
+MAX_CONCURRENCY = 32
+IDLE_STOP_S = 5.0
+State = Literal["starting", "running", "done", "stopped", "failed"]
+
+
+@dataclass
+class LiveRun:
+    """One run: its settings, the samples so far, and its state."""
+
+    model: str
+    paths: tuple[str, ...]
+    concurrency: int
+    seconds: float
+    base_url: str | None
+    state: State = "starting"
+    message: str = ""
+    current: str = ""
+    started: float = field(default_factory=time.monotonic)
+    samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
+    results: dict[str, LoadResult] = field(default_factory=dict)
+    last_seen: float = field(default_factory=time.monotonic)
+    _stop: threading.Event = field(default_factory=threading.Event)
+
+    @property
+    def progress(self) -> float:
+        return min(1.0, (time.monotonic() - self.started) / (self.seconds * len(self.paths)
+                                                                + 1e-9))
+
+    @property
+    def active(self) -> bool:
+        return self.state in ("starting", "running")
+
+    def heartbeat(self) -> None:
+        """Called by the page while it shows the run; without it the run stops itself."""
+        self.last_seen = time.monotonic()
+
+    def stop(self) -> None:
+        """Ask the run to stop after the current request."""
+        self._stop.set()
+
+    def stopping(self) -> bool:
+        idle = time.monotonic() - self.last_seen > IDLE_STOP_S
+        return self._stop.is_set() or idle
+
+    def summary(self) -> list[dict[str, Any]]:
+        """Per path: count, throughput, avg/p50/p95/p99 (ms) and the ratio to in-process."""
+        rows: list[dict[str, Any]] = []
+        for path in self.paths:
+            latencies = np.array([lat for _, lat in self.samples.get(path, [])]) * 1e3
+            if not latencies.size:
+                continue
+            result = self.results.get(path)
+            elapsed = result.elapsed if result else (self.samples[path][-1][0] or 1e-9)
+            p50, p95, p99 = np.percentile(latencies, [50, 95, 99])
+            rows.append({"path": PATH_LABELS[path], "requests": int(latencies.size),
+                         "requests/s": round(latencies.size / elapsed, 1),
+                         "avg ms": round(float(latencies.mean()), 3),
+                         "p50 ms": round(float(p50), 3), "p95 ms": round(float(p95), 3),
+                         "p99 ms": round(float(p99), 3),
+                         "errors": result.errors if result else 0})
+        base = next((r["p50 ms"] for r in rows if r["path"] == PATH_LABELS["in-process"]), None)
+        for row in rows:
+            row["vs in-process (p50)"] = f"{row['p50 ms'] / base:.1f}x" if base else "-"
+        return rows
+
+
+_lock = threading.Lock()
+_current: LiveRun | None = None
+
+
+class RunInProgress(Exception):
+    """Raised when a run is requested while another one is still going."""
+
+
+def current_run() -> LiveRun | None:
+    """The latest run of this process (running or finished)."""
+    return _current
+
+
+def start(registry: Registry, *, model: str, paths: tuple[str, ...], concurrency: int,
+          seconds: float, base_url: str | None) -> LiveRun:
+    """Start a bounded run in the background; RunInProgress if one is going."""
+    global _current
+    if model not in ROUTES or not paths or any(p not in PATHS for p in paths):
+        raise ValueError("unknown model or call path")
+    run = LiveRun(model=model, paths=tuple(paths),
+                  concurrency=max(1, min(int(concurrency), MAX_CONCURRENCY)),
+                  seconds=max(0.5, min(float(seconds), MAX_SECONDS)), base_url=base_url)
+    with _lock:
+        if _current is not None and _current.active:
+            raise RunInProgress("a benchmark run is already going; wait for it or stop it")
+        _current = run
+    threading.Thread(target=_execute, args=(run, registry), name="live-benchmark",
+                     daemon=True).start()
+    return run
+
+
+def _execute(run: LiveRun, registry: Registry) -> None:
+    try:
+        inputs = _inputs(registry, run.model)
+        with _hop(run, registry) as hop_url:
+            run.state = "running"
+            for path in run.paths:
+                if run.stopping():
+                    break
+                run.current = path
+                samples = run.samples.setdefault(path, [])
+
+                def on_sample(t: float, latency: float,
+                              samples: list[tuple[float, float]] = samples) -> None:
+                    samples.append((t, latency))
+                if path == "in-process":
+                    call, items = inputs["call"]
+                    run.results[path] = inprocess_load(call, items, concurrency=run.concurrency,
+                                                       requests=10**9, seconds=run.seconds,
+                                                       on_sample=on_sample, stop=run.stopping)
+                else:
+                    url = run.base_url if path == "http" else hop_url
+                    if url is None:
+                        continue
+                    route = ROUTES[run.model] if path == "http" else \
+                        f"/api/predict/{HOP_ROUTE[run.model]}"
+                    run.results[path] = _http_in_child(run, url, route, inputs["bodies"],
+                                                       on_sample)
+        run.state = "stopped" if run.stopping() else "done"
+    except Exception as exc:  # noqa: BLE001 - reported on the page, never raised into it
+        run.state, run.message = "failed", f"{type(exc).__name__}: {exc}"
+
+
+def _http_in_child(run: LiveRun, url: str, route: str, bodies: list[bytes],
+                   on_sample: Callable[[float, float], None]) -> LoadResult:
+    """HTTP load from a child process: a client thread inside the measured server would
+    fight it for the GIL and inflate its latencies."""
+    with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
+        json.dump([json.loads(b) for b in bodies], handle)
+    command = [sys.executable, "-m", "benchmarks.loadgen", url, route, handle.name,
+               "--concurrency", str(run.concurrency), "--seconds", str(run.seconds)]
+    result = LoadResult()
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+                               cwd=Path(__file__).resolve().parents[1])
+    try:
+        assert process.stdout is not None
+        for line in process.stdout:
+            if line.startswith("SUMMARY "):
+                summary = json.loads(line[8:])
+                result.elapsed, result.errors = summary["elapsed"], summary["errors"]
+                result.client_cpu = summary["client_cpu"]
+                result.statuses = {int(k): v for k, v in summary["statuses"].items()}
+                continue
+            t, latency = (float(x) for x in line.split())
+            result.latencies.append(latency)
+            on_sample(t, latency)
+            if run.stopping():
+                process.terminate()
+                break
+    finally:
+        if process.poll() is None:
+            process.terminate()
+        process.wait(10)
+        Path(handle.name).unlink(missing_ok=True)
+    return result
+
+
+@contextlib.contextmanager
+def _hop(run: LiveRun, registry: Registry) -> Iterator[str | None]:
+    """A model server and a front for the hop path, started for this run only."""
+    if "hop" not in run.paths:
+        yield None
+        return
+    run.message = "starting the model-server and front processes..."
+    env = {"ML_CACHE_DIR": str(registry.settings.cache_dir), "ML_MODELS": run.model,
+           "ML_RATE_LIMIT_PER_SECOND": "0", "ML_DEVICE": "cpu"}
+    with tempfile.TemporaryDirectory() as logs, \
+            running("api", env, Path(logs)) as model_server, \
+            running("hop", {"HOP_TARGETS": json.dumps({HOP_ROUTE[run.model]: model_server.url})},
+                    Path(logs)) as front:
+        run.message = ""
+        yield front.url
+
+
+def _inputs(registry: Registry, model: str) -> dict[str, Any]:
+    import base64
+    import io
+
+    from ml.samples import TEXTS, sample_photo
+
+    m = registry.get(model)
+    if model == "sentiment":
+        texts = list(TEXTS) * 5
+        return {"call": (m.predict_one, texts),  # type: ignore[attr-defined]
+                "bodies": [json.dumps({"text": t}).encode() for t in texts]}
+    if model == "recommender":
+        users = m.known_users()[:200]  # type: ignore[attr-defined]
+        return {"call": (lambda u: m.recommend(u), users),  # type: ignore[attr-defined]
+                "bodies": [json.dumps({"user_id": u}).encode() for u in users]}
+    buffer = io.BytesIO()
+    sample_photo("coffee").save(buffer, format="JPEG", quality=90)
+    jpeg = buffer.getvalue()
+    return {"call": (lambda data: m.predict_one(data), [jpeg]),  # type: ignore[attr-defined]
+            "bodies": [json.dumps({"image_base64": base64.b64encode(jpeg).decode()}).encode()]}
