@@ -118,3 +118,10 @@ def test_personas_have_demographics() -> None:
     people = personas(5)
     assert len(people) == 5
     assert {"household_id", "age", "income"} <= set(people[0])
+
+
+def test_loading_pins_openblas_to_one_thread(recommender) -> None:  # type: ignore[no-untyped-def]
+    from threadpoolctl import threadpool_info
+
+    pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"]
+    assert pools and all(p["num_threads"] == 1 for p in pools)
