@@ -77,6 +77,9 @@ def command(mode: str, port: int) -> list[str]:
     if mode == "one-process":  # what `make run` runs
         return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
+    if mode == "ui-only":  # Streamlit Community Cloud's default: the UI alone
+        return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
+                str(port), "--server.address", "127.0.0.1", "--server.headless", "true"]
     if mode == "streamlit-run":  # what Streamlit Community Cloud runs
         return [sys.executable, "-m", "streamlit", "run", "server.py", "--server.port",
                 str(port), "--server.address", "127.0.0.1", "--server.headless", "true"]
@@ -99,8 +102,9 @@ def running(mode: str, env: Mapping[str, str], log_dir: Path,
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
+            probe = "/_stcore/health" if mode == "ui-only" else "/health/ready"
             try:
-                if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
+                if httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
                     break
             except httpx.HTTPError:
                 pass

@@ -191,3 +191,11 @@ def test_streamlit_run_server_py_still_serves_ui_and_api(settings: Settings, reg
         response = httpx.post(f"{server.url}/api/predict/sentiment", json={"text": "great"},
                               timeout=10)
         assert response.json()["sentiment"] == "positive"
+
+
+def test_streamlit_run_app_py_serves_the_ui_alone(settings: Settings, tmp_path: Path) -> None:
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    with running("ui-only", env, tmp_path) as server:
+        page = httpx.get(f"{server.url}/", timeout=10)
+        assert page.status_code == 200 and "<html" in page.text.lower()
+        assert httpx.get(f"{server.url}/_stcore/health", timeout=10).text == "ok"
