@@ -6,7 +6,7 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 PYTEST_ARGS ?=
 
-.PHONY: run api browser test test-fast lint bench clean
+.PHONY: run api browser test test-fast lint notebook bench clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -51,8 +51,14 @@ lint: $(VENV)/.dev
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy ml api benchmarks
 
+# Opens the exploration notebooks in JupyterLab (installed on first use).
+notebook: $(VENV)/.dev
+	$(BIN)/pip install --quiet -r requirements-notebook.txt
+	$(BIN)/jupyter lab notebooks/
+
 bench: $(VENV)/.runtime
 	$(BIN)/python -m benchmarks inprocess
+	$(BIN)/python -m benchmarks run
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache
