@@ -300,6 +300,8 @@ class ImageClassifier:
             "weights": f"{WEIGHTS_PACKAGE} 0.1.0: efficientnet-lite0-57934424.pth "
                        "(Apache-2.0)",
             "labels": "torchvision ImageNet category list",
+            "training": "not trained here: pretrained ImageNet-1k weights loaded strictly; "
+                        "BatchNorm folded into the convolutions for inference",
             "source": self.source,
             "device": str(self.device),
             "preprocessing": "shorter side 256 bicubic, centre crop 224, (x*255-127)/128",

