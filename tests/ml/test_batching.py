@@ -1,0 +1,163 @@
+"""The micro-batcher with small real predict functions."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from ml.batching import Batcher
+from ml.errors import DeadlineExceeded, InvalidInput, Overloaded
+
+
+class Recorder:
+    """predict(batch) that doubles numbers, records batch sizes, can be slowed or gated."""
+
+    def __init__(self, delay: float = 0.0, gate: threading.Event | None = None) -> None:
+        self.delay = delay
+        self.gate = gate
+        self.batches: list[list[int]] = []
+        self.lock = threading.Lock()
+
+    def __call__(self, items: list[int]) -> list[int]:
+        if self.gate is not None:
+            self.gate.wait(10)
+        with self.lock:
+            self.batches.append(list(items))
+        if any(i < 0 for i in items):
+            raise InvalidInput("negative numbers are not allowed", field="x")
+        time.sleep(self.delay)
+        return [2 * i for i in items]
+
+
+@pytest.fixture
+def make():  # type: ignore[no-untyped-def]
+    made: list[Batcher[int, int]] = []
+
+    def build(predict: Recorder, **kwargs: object) -> Batcher[int, int]:
+        batcher: Batcher[int, int] = Batcher(predict, name="numbers", **kwargs)  # type: ignore[arg-type]
+        made.append(batcher)
+        return batcher
+
+    yield build
+    for batcher in made:
+        batcher.close()
+
+
+def test_single_item_dispatches_at_once_when_idle(make) -> None:  # type: ignore[no-untyped-def]
+    predict = Recorder()
+    batcher = make(predict, max_wait_ms=500)
+    started = time.perf_counter()
+    assert batcher(21) == 42
+    assert time.perf_counter() - started < 0.2  # did not wait out max_wait
+    assert predict.batches == [[21]]
+
+
+def test_concurrent_items_are_batched_in_order(make) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    batcher = make(predict, max_batch_size=8, max_wait_ms=50)
+    first = batcher.submit(0)  # occupies the worker while the others queue
+    time.sleep(0.05)
+    futures = [batcher.submit(i) for i in range(1, 9)]
+    gate.set()
+    assert first.result(5) == 0
+    assert [f.result(5) for f in futures] == [2 * i for i in range(1, 9)]
+    assert predict.batches[1] == list(range(1, 9))
+
+
+def test_batches_never_exceed_the_maximum(make) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    batcher = make(predict, max_batch_size=4, max_wait_ms=1)
+    futures = [batcher.submit(i) for i in range(20)]
+    gate.set()
+    assert [f.result(5) for f in futures] == [2 * i for i in range(20)]
+    assert max(len(b) for b in predict.batches) <= 4
+
+
+def test_max_wait_is_honoured_under_load(make) -> None:  # type: ignore[no-untyped-def]
+    predict = Recorder(delay=0.05)
+    batcher = make(predict, max_batch_size=64, max_wait_ms=30)
+    batcher.submit(1)  # busy for 50 ms
+    time.sleep(0.01)
+    a, b = batcher.submit(2), batcher.submit(3)  # queued together -> a batch that may wait
+    started = time.perf_counter()
+    c = None
+    time.sleep(0.06)
+    c = batcher.submit(4)
+    assert a.result(5) == 4 and b.result(5) == 6 and c.result(5) == 8
+    assert time.perf_counter() - started < 1.0
+    assert [2, 3] in predict.batches or [2, 3, 4] in predict.batches
+
+
+def test_one_bad_item_fails_alone(make) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    batcher = make(predict, max_batch_size=8)
+    futures = [batcher.submit(i) for i in (1, 2, -3, 4)]
+    gate.set()
+    assert futures[0].result(5) == 2 and futures[1].result(5) == 4
+    with pytest.raises(InvalidInput):
+        futures[2].result(5)
+    assert futures[3].result(5) == 8
+
+
+def test_full_queue_refuses_at_once(make) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    batcher = make(Recorder(gate=gate), max_queue=3, max_batch_size=1)
+    batcher.submit(0)
+    time.sleep(0.05)  # the worker holds item 0 at the gate; the queue itself is empty
+    accepted = [batcher.submit(i) for i in range(1, 4)]
+    started = time.perf_counter()
+    with pytest.raises(Overloaded) as caught:
+        batcher.submit(99)
+    assert time.perf_counter() - started < 0.05
+    assert caught.value.retry_after_s > 0
+    gate.set()
+    assert [f.result(5) for f in accepted] == [2, 4, 6]
+
+
+def test_expired_items_are_dropped_before_compute(make) -> None:  # type: ignore[no-untyped-def]
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    batcher = make(predict)
+    batcher.submit(1)
+    time.sleep(0.02)
+    late = batcher.submit(2, timeout_s=0.01)
+    fine = batcher.submit(3, timeout_s=10)
+    time.sleep(0.05)
+    gate.set()
+    with pytest.raises(DeadlineExceeded):
+        late.result(5)
+    assert fine.result(5) == 6
+    assert all(2 not in batch for batch in predict.batches)
+
+
+def test_no_lost_or_duplicated_results_under_many_callers(make) -> None:  # type: ignore[no-untyped-def]
+    predict = Recorder(delay=0.001)
+    batcher = make(predict, max_batch_size=16, max_wait_ms=1, max_queue=10_000)
+    with ThreadPoolExecutor(32) as pool:
+        results = list(pool.map(batcher, range(2000)))
+    assert results == [2 * i for i in range(2000)]
+    computed = sorted(i for batch in predict.batches for i in batch)
+    assert computed == list(range(2000))
+    assert max(len(b) for b in predict.batches) > 1  # batching happened
+
+
+def test_observer_sees_wait_compute_and_size(make) -> None:  # type: ignore[no-untyped-def]
+    seen: list[tuple[str, float, float, int]] = []
+    batcher = make(Recorder(delay=0.01), observer=lambda *args: seen.append(args))
+    batcher(5)
+    name, wait, compute, size = seen[0]
+    assert name == "numbers" and size == 1 and compute >= 0.01 and wait >= 0
+
+
+def test_closed_batcher_refuses_new_work(make) -> None:  # type: ignore[no-untyped-def]
+    batcher = make(Recorder())
+    assert batcher(1) == 2
+    batcher.close()
+    with pytest.raises(Overloaded):
+        batcher.submit(2)
