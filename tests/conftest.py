@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
+from benchmarks.services import Server, running
 from ml.config import Settings
 from ml.registry import Registry, default_registry
 
@@ -76,3 +77,14 @@ def photo_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     for name in ("chelsea", "coffee"):
         photo(name).save(folder / f"{name}.jpg", quality=92)
     return folder
+
+
+@pytest.fixture(scope="session")
+def one_process_server(settings: Settings, registry: Registry,
+                       tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
+    """`make run`'s server (UI + API, uvicorn server:app) on 127.0.0.1, shared by the e2e
+    and browser tests."""
+    registry.warmup()  # the server then loads cached artifacts
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    with running("one-process", env, tmp_path_factory.mktemp("logs")) as server:
+        yield server

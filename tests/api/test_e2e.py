@@ -38,12 +38,9 @@ def api_server(settings: Settings, registry, tmp_path_factory) -> Iterator[Serve
         yield server
 
 
-@pytest.fixture(scope="module")
-def one_process(settings: Settings, registry, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
-    registry.warmup()
-    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
-    with running("one-process", env, tmp_path_factory.mktemp("logs")) as server:
-        yield server
+@pytest.fixture
+def one_process(one_process_server: Server) -> Server:
+    return one_process_server
 
 
 def authed(server: Server) -> httpx.Client:

@@ -160,11 +160,9 @@ def test_corrupted_artifact_is_rebuilt(settings: Settings, sentiment, tmp_path: 
     with caplog.at_level(logging.WARNING):
         rebuilt = build(settings.replace(cache_dir=tmp_path), store)
     assert "rebuilding" in caplog.text
-    # Retraining is deterministic up to floating-point summation order (BLAS threads), so
-    # the rebuilt model matches closely, not bit for bit.
+    # Training runs on one BLAS thread, so the rebuilt model equals the original whatever
+    # thread settings the process has by now (the recommender pins OpenBLAS, say).
     for text in ("I love it", "terrible service", "the bus comes at nine"):
-        old, new = sentiment.predict_one(text), rebuilt.predict_one(text)
-        assert new.sentiment == old.sentiment
-        assert new.probabilities == pytest.approx(old.probabilities, abs=5e-3)
-    assert rebuilt.evaluation["accuracy"] == pytest.approx(sentiment.evaluation["accuracy"],
-                                                           abs=5e-3)
+        assert rebuilt.predict_one(text).probabilities == pytest.approx(
+            sentiment.predict_one(text).probabilities, abs=1e-9)
+    assert rebuilt.evaluation == sentiment.evaluation

@@ -8,8 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.services import Server, running
-from ml.config import Settings
+from benchmarks.services import Server
 from tests.conftest import encoded, photo
 
 pytestmark = pytest.mark.slow
@@ -21,11 +20,8 @@ ARGS = ["--headless=new", "--no-sandbox", "--disable-gpu", "--disable-background
 
 
 @pytest.fixture(scope="module")
-def server(settings: Settings, registry, tmp_path_factory) -> Iterator[Server]:  # type: ignore[no-untyped-def]
-    registry.warmup()
-    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
-    with running("one-process", env, tmp_path_factory.mktemp("logs")) as running_server:
-        yield running_server
+def server(one_process_server: Server) -> Server:
+    return one_process_server
 
 
 @pytest.fixture(scope="module")
