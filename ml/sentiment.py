@@ -79,7 +79,6 @@ def train(texts: list[str], labels: list[str]) -> TrainedSentiment:
     """Fit on a stratified 80% split and evaluate on the held-out 20%."""
     from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
     from sklearn.model_selection import train_test_split
-
     from threadpoolctl import threadpool_limits
 
     x_train, x_test, y_train, y_test = train_test_split(
