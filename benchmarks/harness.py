@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import importlib.util
 import json
 import tempfile
 import time
@@ -28,7 +29,8 @@ MODELS = ("sentiment", "image", "recommender")
 ROUTES = {"sentiment": "/api/predict/sentiment", "image": "/api/predict/image",
           "recommender": "/api/predict/recommend"}
 HOP_NAMES = {"sentiment": "sentiment", "image": "image", "recommender": "recommend"}
-PATHS = ("in-process", "http", "hop")
+PATHS = ("in-process", "http", "hop", "fastapi-peer")
+PEER_MODELS = ("sentiment",)  # the FastAPI peer serves the stock sklearn sentiment pipeline
 # Production features stay on in the measured server; the rate limit is lifted far above
 # the load so that it measures serving, not throttling.
 SERVER_ENV = {"ML_RATE_LIMIT_PER_SECOND": "1000000", "ML_RATE_LIMIT_BURST": "1000000",
@@ -108,6 +110,14 @@ def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings
             single = stack.enter_context(running("one-process", env, logs))
             found["http"] = single.url
             found["servers"]["one-process"] = single
+        if "fastapi-peer" in paths:
+            if importlib.util.find_spec("fastapi") is None:
+                found["notes"] = ["FastAPI peer skipped: fastapi is not installed "
+                                  "(pip install -r requirements-dev.txt)"]
+            elif "sentiment" in models:
+                peer = stack.enter_context(running("fastapi-peer", env, logs))
+                found["fastapi-peer"] = peer.url
+                found["servers"]["fastapi-peer"] = peer
         if "hop" in paths:
             model_servers: dict[str, Server] = {}
             for model in models:
@@ -136,9 +146,14 @@ def run(plan: Plan, settings: Settings | None = None,
     results: dict[str, Any] = {"paths": {}, "scenario_1000_texts": {}, "memory": {}}
     with tempfile.TemporaryDirectory() as logs, \
             topology(plan.paths, plan.models, settings, Path(logs)) as servers:
+        results["notes"] = servers.get("notes", [])
         for path in plan.paths:
+            if path not in ("in-process",) and path not in servers:
+                continue  # e.g. the FastAPI peer when fastapi is missing
             results["paths"][path] = {}
             for model in plan.models:
+                if path == "fastapi-peer" and model not in PEER_MODELS:
+                    continue
                 per_model: dict[str, Any] = {}
                 for concurrency in plan.concurrency:
                     count = plan.requests_at_one(model) if concurrency == 1 else 10**9
@@ -151,8 +166,8 @@ def run(plan: Plan, settings: Settings | None = None,
                                                 requests=count, seconds=seconds)
                     else:
                         url = servers[path]
-                        route = ROUTES[model] if path == "http" else \
-                            f"/api/predict/{HOP_NAMES[model]}"
+                        route = f"/api/predict/{HOP_NAMES[model]}" if path == "hop" else \
+                            ROUTES[model]
                         bodies = inputs.bodies(model)
                         http_load(url, route, bodies, concurrency=concurrency, requests=20)
                         result = http_load(url, route, bodies, concurrency=concurrency,
@@ -162,7 +177,7 @@ def run(plan: Plan, settings: Settings | None = None,
                              f"p50 {per_model[f'c{concurrency}'].get('p50_ms', 0):8.3f} ms  "
                              f"{result.throughput:8.1f} req/s  errors {result.errors}")
                 results["paths"][path][model] = per_model
-            if "sentiment" in plan.models:
+            if "sentiment" in plan.models and path != "fastapi-peer":
                 results["scenario_1000_texts"][path] = scenario(
                     path, plan, registry, inputs, servers)
                 progress(f"{path:>10} 1000 texts: {results['scenario_1000_texts'][path]}")

@@ -7,7 +7,8 @@ import io
 from typing import Any
 
 PATH_NAMES = {"in-process": "in-process (ml call)", "http": "HTTP, one process",
-              "hop": "HTTP + microservice hop"}
+              "hop": "HTTP + microservice hop",
+              "fastapi-peer": "FastAPI peer (stock sklearn predict_proba)"}
 
 
 def csv_text(results: dict[str, Any]) -> str:
@@ -48,8 +49,10 @@ def markdown(record: dict[str, Any]) -> str:
         "POSTs to the single process that serves the UI and the API (`streamlit run "
         "server.py`, auth/limits/metrics middleware on); **microservice hop** POSTs to a "
         "front API process that forwards each request over HTTP to a model-server process "
-        "(one per model). The load client is a keep-alive asyncio client on the same "
-        "machine; its CPU share is reported.",
+        "(one per model); **FastAPI peer** serves the same trained sentiment pipeline from "
+        "a plain FastAPI app calling scikit-learn's `predict_proba` (one worker). The load "
+        "client is a keep-alive asyncio client on the same machine; its CPU share is "
+        "reported.",
         "",
         "## Latency at concurrency 1 (ms)",
         "",
@@ -78,11 +81,14 @@ def markdown(record: dict[str, Any]) -> str:
     ratios = results.get("ratios", {})
     if ratios:
         lines += ["", "## Ratios (p50 at concurrency 1, relative to in-process)", "",
-                  "| model | HTTP, one process | microservice hop | hop / one-process HTTP |",
-                  "|---|---:|---:|---:|"]
+                  "| model | HTTP, one process | microservice hop | FastAPI peer | "
+                  "hop / one-process HTTP |", "|---|---:|---:|---:|---:|"]
+        def cell(value: Any) -> str:
+            return "-" if value is None else f"{value}x"
+
         for model, r in ratios.items():
-            lines.append(f"| {model} | {r.get('http', '-')}x | {r.get('hop', '-')}x | "
-                         f"{r.get('hop_over_http', '-')}x |")
+            lines.append(f"| {model} | {cell(r.get('http'))} | {cell(r.get('hop'))} | "
+                         f"{cell(r.get('fastapi-peer'))} | {cell(r.get('hop_over_http'))} |")
     scenario = results.get("scenario_1000_texts", {})
     if scenario:
         lines += ["", "## The product spec's scenario: sentiment of 1,000 texts", "",
@@ -92,6 +98,8 @@ def markdown(record: dict[str, Any]) -> str:
                          f"{s['batch_ms']:.1f} |")
         lines.append("")
         lines.append("The original product spec quotes 2.1 s for 1,000 texts.")
+    for note in results.get("notes", []):
+        lines += ["", f"Note: {note}."]
     memory = results.get("memory", {})
     if memory.get("peak_rss_mb"):
         lines += ["", "## Memory (peak RSS per process, MiB)", "", "| process | peak RSS |",

@@ -71,6 +71,10 @@ def command(mode: str, port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "benchmarks.hop:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--log-level", "warning"]
+    if mode == "fastapi-peer":
+        return [sys.executable, "-m", "uvicorn", "benchmarks.peer_fastapi:create_app",
+                "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
+                "--log-level", "warning"]
     if mode == "api":
         return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
                 "--port", str(port), "--timeout-graceful-shutdown", "20", "--no-access-log"]

@@ -32,9 +32,11 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     record = json.loads((tmp_path / "harness-quick.json").read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
     paths = record["results"]["paths"]
-    assert set(paths) == {"in-process", "http", "hop"}
+    assert set(paths) == {"in-process", "http", "hop", "fastapi-peer"}
+    assert set(paths["fastapi-peer"]) == {"sentiment"}
     for path, models in paths.items():
-        assert set(models) == {"sentiment", "image", "recommender"}
+        if path != "fastapi-peer":
+            assert set(models) == {"sentiment", "image", "recommender"}
         for model, levels in models.items():
             for level, figures in levels.items():
                 assert figures["n"] > 0, (path, model, level)
@@ -43,11 +45,11 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     assert set(scenario) == {"in-process", "http", "hop"}
     memory = record["results"]["memory"]
     assert set(memory["peak_rss_mb"]) == {"one-process", "hop-front", "hop-sentiment",
-                                          "hop-image", "hop-recommender"}
+                                          "hop-image", "hop-recommender", "fastapi-peer"}
     assert memory["single_over_split"] > 0
     with (tmp_path / "harness-quick.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 3 * 3
+    assert len(rows) == 3 * 3 * 3 + 3  # the peer serves sentiment only
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Latency at concurrency 1", "Throughput under concurrency", "Ratios",
                     "1,000 texts", "Memory"):
