@@ -9,7 +9,7 @@ import httpx
 import pandas as pd
 import streamlit as st
 
-from benchmarks import live
+from benchmarks import live, report
 from views.shared import registry
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
@@ -175,7 +175,7 @@ else:
     st.caption(f"{saved.name}: {machine['when']} on {machine['cpu']}, {machine['cores']} "
                f"cores, load {machine['load_average']}"
                + (" (busy)" if machine.get("busy") else ""))
-    rows = [{"model": model_name, "call path": live.PATH_LABELS[path],
+    rows = [{"model": model_name, "call path": report.PATH_NAMES.get(path, path),
              "p50 ms (c=1)": levels["c1"].get("p50_ms"),
              "p99 ms (c=1)": levels["c1"].get("p99_ms"),
              **{f"req/s (c={level[1:]})": f.get("throughput_rps")
