@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
 import logging
+import logging.handlers
+import queue
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
@@ -79,11 +82,29 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 def configure_logging(level: int = logging.INFO) -> None:
     """Log to stderr unless the host (pytest, a process manager) already configured logging.
 
-    Called at start-up, never at import. Access lines are one JSON object each.
+    Called at start-up, never at import. Access lines are one JSON object each. Records go
+    through a queue to a listener thread, so request handling never waits on formatting or
+    on a slow stderr.
     """
-    if not logging.getLogger().handlers:
-        logging.basicConfig(level=level,
-                            format="%(asctime)s %(levelname)s %(name)s %(message)s")
+    root = logging.getLogger()
+    if root.handlers:
+        return
+    stream = logging.StreamHandler()
+    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
+    listener = logging.handlers.QueueListener(records, stream)
+    listener.start()
+    atexit.register(listener.stop)
+    root.addHandler(_EnqueueHandler(records))
+    root.setLevel(level)
+
+
+class _EnqueueHandler(logging.handlers.QueueHandler):
+    """Hands records to the listener as they are: formatting happens in its thread, not in
+    the request's (the stock QueueHandler formats before enqueueing, for other processes)."""
+
+    def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
+        return record
 
 
 class LazyApp:

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -100,11 +101,12 @@ class RequestContextMiddleware:
             path = str(scope["path"])
             self.metrics.record_request(route_label(path, self.known), scope["method"], status,
                                         elapsed, prediction=path.startswith("/api/"))
-            logger.info(json.dumps({
-                "event": "request", "request_id": request_id, "method": scope["method"],
-                "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
-                "client": (scope.get("client") or ("", 0))[0],
-            }))
+            if logger.isEnabledFor(logging.INFO):
+                logger.info(orjson.dumps({
+                    "event": "request", "request_id": request_id, "method": scope["method"],
+                    "path": path, "status": status, "duration_ms": round(elapsed * 1e3, 3),
+                    "client": (scope.get("client") or ("", 0))[0],
+                }).decode())
 
 
 class BodyLimitMiddleware:

@@ -17,12 +17,15 @@ from api.encoding import json_response
 from api.errors import ApiError
 from api.openapi import docs_html, openapi_spec
 from api.service import Service
+from ml.engine import ImageQuery, Served, TextQuery
 from ml.errors import InvalidInput
 from ml.metrics import PROMETHEUS_CONTENT_TYPE
 from ml.recommender import Recommendations
+from ml.recommender import RecommendRequest as RecommendQuery
 from ml.sentiment import SentimentResult, validate_batch
 
 M = TypeVar("M", bound=BaseModel)
+TIMEOUT_HEADER = "x-request-timeout-ms"
 
 
 def service_of(request: Request) -> Service:
@@ -66,15 +69,38 @@ def sentiment_body(result: SentimentResult, detailed: bool) -> dict[str, Any]:
     return body
 
 
+def timeout_of(request: Request, service: Service) -> float:
+    """The request's deadline: X-Request-Timeout-Ms if sent (1 ms up to the configured
+    maximum), else the server's default."""
+    raw = request.headers.get(TIMEOUT_HEADER)
+    if raw is None:
+        return service.settings.request_timeout_s
+    limit_ms = int(service.settings.max_request_timeout_s * 1e3)
+    if not raw.strip().isdigit() or not 1 <= int(raw) <= limit_ms:
+        raise ApiError(400, "invalid_timeout",
+                       f"{TIMEOUT_HEADER} must be an integer number of milliseconds from 1 to "
+                       f"{limit_ms}", details={"header": TIMEOUT_HEADER})
+    return int(raw) / 1e3
+
+
+def served_response(body: dict[str, Any], served: Served, model: str) -> Response:
+    """The JSON answer with the model's time, and Server-Timing saying where it went."""
+    body["latency_ms"] = round(served.queue_ms + served.compute_ms, 4)
+    body["model"] = model
+    timing = ("cache;desc=hit" if served.cached else
+              f"queue;dur={served.queue_ms:.3f}, compute;dur={served.compute_ms:.3f}, "
+              f'batch;desc="{served.batch_size}"')
+    return json_response(body, headers={"server-timing": timing})
+
+
 async def predict_sentiment(request: Request) -> Response:
     service = service_of(request)
     body = await parse(request, schemas.SentimentRequest)
     detailed = body.options.detailed
-    result, seconds = await service.call(
-        "sentiment", lambda m: m.predict_one(body.text, detailed=detailed))  # type: ignore[attr-defined]
-    model = service.registry.get("sentiment")
-    return json_response({**sentiment_body(result, detailed),
-                          "latency_ms": round(seconds * 1e3, 4), "model": model.version})
+    served = await service.predict("sentiment", TextQuery(body.text, detailed),
+                                   timeout_s=timeout_of(request, service))
+    return served_response(sentiment_body(served.result, detailed), served,
+                           service.registry.get("sentiment").version)
 
 
 async def predict_batch(request: Request) -> Response:
@@ -84,7 +110,7 @@ async def predict_batch(request: Request) -> Response:
     detailed = body.options.detailed
     results, seconds = await service.call(
         "sentiment", lambda m: m.predict(texts, detailed=detailed),  # type: ignore[call-arg]
-        items=len(texts))
+        items=len(texts), timeout_s=timeout_of(request, service))
     return json_response({"results": [sentiment_body(r, detailed) for r in results],
                           "count": len(results), "latency_ms": round(seconds * 1e3, 4),
                           "model": service.registry.get("sentiment").version})
@@ -92,6 +118,7 @@ async def predict_batch(request: Request) -> Response:
 
 async def predict_image(request: Request) -> Response:
     service = service_of(request)
+    timeout = timeout_of(request, service)
     media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if media_type == "multipart/form-data":
         data, top_k = await image_from_form(request)
@@ -102,13 +129,13 @@ async def predict_image(request: Request) -> Response:
             data = await service.fetcher.fetch(body.image_url)
         else:
             data = decode_base64(body.image_base64 or "")
-    result, seconds = await service.call(
-        "image", lambda m: m.predict_one(data, top_k=top_k))  # type: ignore[attr-defined]
-    return json_response({
+    served = await service.predict("image", ImageQuery(data, top_k), timeout_s=timeout)
+    result = served.result
+    return served_response({
         "predictions": [{"label": p.label, "confidence": p.confidence, "class_id": p.class_id}
                         for p in result.predictions],
-        "width": result.width, "height": result.height,
-        "latency_ms": round(seconds * 1e3, 4), "model": service.registry.get("image").version})
+        "width": result.width, "height": result.height},
+        served, service.registry.get("image").version)
 
 
 async def image_from_form(request: Request) -> tuple[bytes, int]:
@@ -147,17 +174,18 @@ def decode_base64(text: str) -> bytes:
 async def predict_recommend(request: Request) -> Response:
     service = service_of(request)
     body = await parse(request, schemas.RecommendRequest)
-    result, seconds = await service.call("recommender", lambda m: m.recommend(  # type: ignore[attr-defined]
-        body.user_id, limit=body.limit, category=body.context.category,
-        exclude_purchased=body.exclude_purchased))
+    query = RecommendQuery(body.user_id, limit=body.limit, category=body.context.category,
+                           exclude_purchased=body.exclude_purchased)
+    served = await service.predict("recommender", query,
+                                   timeout_s=timeout_of(request, service))
+    result = served.result
     assert isinstance(result, Recommendations)
-    return json_response({
+    return served_response({
         "recommendations": [{"item_id": i.item_id, "score": i.score,
                              "description": i.description, "department": i.department}
                             for i in result.items],
-        "strategy": result.strategy, "user_id": result.user_id, "category": result.category,
-        "latency_ms": round(seconds * 1e3, 4),
-        "model": service.registry.get("recommender").version})
+        "strategy": result.strategy, "user_id": result.user_id, "category": result.category},
+        served, service.registry.get("recommender").version)
 
 
 async def list_models(request: Request) -> Response:
@@ -196,7 +224,7 @@ async def metrics(request: Request) -> Response:
     if "text/plain" in request.headers.get("accept", "") or \
             "openmetrics" in request.headers.get("accept", ""):
         return prometheus_response(service)
-    return json_response(service.metrics.snapshot())
+    return json_response({**service.metrics.snapshot(), "engine": service.engine.stats()})
 
 
 async def metrics_prometheus(request: Request) -> Response:

@@ -6,6 +6,10 @@ while the previous batch computed go together, up to `max_batch_size`, waiting a
 `max_wait_ms` for stragglers. The queue is bounded: a full queue refuses new items at once
 (Overloaded) instead of letting callers wait without limit, and an item whose deadline
 passed while it queued is dropped before compute (DeadlineExceeded).
+
+`Direct` has the same interface without batching (each item is its own call on a small
+thread pool): the "batching off" configuration, kept for comparison and for models whose
+calls do not vectorise.
 """
 
 from __future__ import annotations
@@ -13,16 +17,27 @@ from __future__ import annotations
 import queue
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from functools import partial
+from typing import Any, Generic, Protocol, TypeVar
 
 from ml.errors import DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
 R = TypeVar("R")
-Observer = Callable[[str, float, float, int], None]  # (name, queue wait s, compute s, size)
+# (model name, each item's queue wait in s, compute s of the call, items in the call)
+Observer = Callable[[str, Sequence[float], float, int], None]
+
+
+class Timed(Future[R]):
+    """A future that also tells how its result was made: queue wait, compute, batch size."""
+
+    queue_s: float = 0.0
+    compute_s: float = 0.0
+    batch_size: int = 0
 
 
 @dataclass
@@ -30,7 +45,24 @@ class _Job(Generic[T, R]):
     item: T
     deadline: float | None
     enqueued: float = field(default_factory=time.perf_counter)
-    future: Future[R] = field(default_factory=Future)
+    future: Timed[R] = field(default_factory=Timed)
+
+
+class Runner(Protocol):
+    """What the serving engine needs from a batcher: submit, queue depth, close."""
+
+    name: str
+
+    def submit(self, item: Any, *, timeout_s: float | None = None) -> Timed[Any]: ...
+
+    @property
+    def queued(self) -> int: ...
+
+    def close(self, timeout: float = 10.0) -> None: ...
+
+
+def _deadline(timeout_s: float | None) -> float | None:
+    return None if timeout_s is None else time.perf_counter() + timeout_s
 
 
 class Batcher(Generic[T, R]):
@@ -51,15 +83,14 @@ class Batcher(Generic[T, R]):
         self._worker = threading.Thread(target=self._run, name=f"batcher-{name}", daemon=True)
         self._worker.start()
 
-    def submit(self, item: T, *, timeout_s: float | None = None) -> Future[R]:
+    def submit(self, item: T, *, timeout_s: float | None = None) -> Timed[R]:
         """Queue `item`; its result (or error) arrives on the returned future.
 
         Raises Overloaded at once when the queue is full.
         """
         if self._closed:
             raise Overloaded(self.name, retry_after_s=1.0)
-        deadline = None if timeout_s is None else time.perf_counter() + timeout_s
-        job: _Job[T, R] = _Job(item, deadline)
+        job: _Job[T, R] = _Job(item, _deadline(timeout_s))
         try:
             self._queue.put_nowait(job)
         except queue.Full:
@@ -77,6 +108,8 @@ class Batcher(Generic[T, R]):
 
     def close(self, timeout: float = 10.0) -> None:
         """Finish what is queued, then stop the worker."""
+        if self._closed:
+            return
         self._closed = True
         self._queue.put(None)
         self._worker.join(timeout)
@@ -89,7 +122,7 @@ class Batcher(Generic[T, R]):
                 return
             batch = [first]
             stop = self._collect(batch)
-            self._dispatch(batch)
+            _dispatch(self.name, self.predict, batch, self.observer)
             if stop:
                 return
 
@@ -111,37 +144,160 @@ class Batcher(Generic[T, R]):
             batch.append(job)
         return False
 
-    def _dispatch(self, batch: list[_Job[T, R]]) -> None:
-        now = time.perf_counter()
-        live = []
-        for job in batch:
-            if job.deadline is not None and now > job.deadline:
-                job.future.set_exception(DeadlineExceeded(self.name, now - job.enqueued))
-            elif job.future.set_running_or_notify_cancel():
-                live.append(job)
-        if not live:
-            return
-        wait = sum(now - job.enqueued for job in live) / len(live)
-        started = time.perf_counter()
+
+class Direct(Generic[T, R]):
+    """No batching: each item is its own `predict([item])` call on up to `workers` threads.
+    Same bounded queue, deadlines and observer as Batcher.
+
+    The most recently idle thread takes the next item, so a lone caller always lands on the
+    same warm thread (libraries such as torch keep per-thread state that a round-robin pool
+    would make cold on every call).
+    """
+
+    def __init__(self, predict: Callable[[list[T]], Sequence[R]], *, name: str,
+                 workers: int = 4, max_queue: int = 256,
+                 observer: Observer | None = None) -> None:
+        if workers < 1 or max_queue < 1:
+            raise ValueError("workers and max_queue must be >= 1")
+        self.predict = predict
+        self.name = name
+        self.observer = observer
+        self.workers = workers
+        self.max_queue = max_queue
+        self._lock = threading.Lock()
+        self._backlog: deque[_Job[T, R]] = deque()
+        self._idle: list[_Slot[T, R]] = []  # a stack: last idle, first reused
+        self._threads: list[threading.Thread] = []
+        self._busy = 0
+        self._finishing = 0  # threads that computed and are handing results back
+        self._closed = False
+
+    def submit(self, item: T, *, timeout_s: float | None = None) -> Timed[R]:
+        """Start `item` on an idle thread, or queue it; Overloaded at once when full."""
+        job: _Job[T, R] = _Job(item, _deadline(timeout_s))
+        with self._lock:
+            if self._closed:
+                raise Overloaded(self.name, retry_after_s=1.0)
+            room = len(self._backlog) < self.max_queue
+            if self._idle:
+                slot = self._idle.pop()
+                slot.job = job
+                slot.wake.set()
+            elif self._finishing and room:  # a warm thread is about to be free
+                self._backlog.append(job)
+            elif len(self._threads) < self.workers:
+                self._start(job)
+            elif room:
+                self._backlog.append(job)
+            else:
+                raise Overloaded(self.name, retry_after_s=1.0)
+            self._busy += 1
+        return job.future
+
+    def _computed(self, slot: _Slot[T, R]) -> None:
+        with self._lock:
+            slot.finishing = True
+            self._finishing += 1
+
+    def _start(self, job: _Job[T, R]) -> None:
+        slot: _Slot[T, R] = _Slot(job)
+        thread = threading.Thread(target=self._work, args=(slot,), daemon=True,
+                                  name=f"direct-{self.name}-{len(self._threads)}")
+        self._threads.append(thread)
+        thread.start()
+
+    def _work(self, slot: _Slot[T, R]) -> None:
+        while True:
+            job = slot.job
+            if job is None:
+                return
+            _dispatch(self.name, self.predict, [job], self.observer,
+                      partial(self._computed, slot))
+            with self._lock:
+                self._busy -= 1
+                if slot.finishing:
+                    slot.finishing = False
+                    self._finishing -= 1
+                if self._backlog:
+                    slot.job = self._backlog.popleft()
+                    continue
+                if self._closed:
+                    return
+                slot.job = None
+                slot.wake.clear()
+                self._idle.append(slot)
+            slot.wake.wait()
+
+    @property
+    def queued(self) -> int:
+        """Items submitted and not finished."""
+        return self._busy
+
+    def close(self, timeout: float = 10.0) -> None:
+        """Finish what is queued, then stop the threads."""
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for slot in idle:
+            slot.job = None
+            slot.wake.set()
+        for thread in self._threads:
+            thread.join(timeout)
+
+
+@dataclass
+class _Slot(Generic[T, R]):
+    job: _Job[T, R] | None
+    finishing: bool = False
+    wake: threading.Event = field(default_factory=threading.Event)
+
+
+def _dispatch(name: str, predict: Callable[[list[T]], Sequence[R]], batch: list[_Job[T, R]],
+              observer: Observer | None, computed: Callable[[], None] | None = None) -> None:
+    """Drop expired items, run the rest as one call, deliver each result to its caller."""
+    now = time.perf_counter()
+    live = []
+    for job in batch:
+        if job.deadline is not None and now > job.deadline:
+            job.future.set_exception(DeadlineExceeded(name, now - job.enqueued))
+        elif job.future.set_running_or_notify_cancel():
+            live.append(job)
+    if not live:
+        return
+    waits = [now - job.enqueued for job in live]
+    started = time.perf_counter()
+    try:
+        results = list(predict([job.item for job in live]))
+        if len(results) != len(live):
+            raise RuntimeError(f"{name} returned {len(results)} results for {len(live)} inputs")
+    except Exception:  # noqa: BLE001 - isolate the failing items below
+        compute = _one_by_one(predict, live, waits)
+    else:
+        compute = time.perf_counter() - started
+        if computed is not None:
+            computed()
+        for job, wait, result in zip(live, waits, results, strict=True):
+            _stamp(job.future, wait, compute, len(live))
+            job.future.set_result(result)
+    if observer is not None:
+        observer(name, waits, compute, len(live))
+
+
+def _one_by_one(predict: Callable[[list[T]], Sequence[R]], jobs: list[_Job[T, R]],
+                waits: list[float]) -> float:
+    """A batch failed: rerun each item alone so one bad item fails only itself."""
+    started = time.perf_counter()
+    for job, wait in zip(jobs, waits, strict=True):
+        one = time.perf_counter()
         try:
-            results = list(self.predict([job.item for job in live]))
-            if len(results) != len(live):
-                raise RuntimeError(f"{self.name} returned {len(results)} results for "
-                                   f"{len(live)} inputs")
-        except Exception:  # noqa: BLE001 - isolate the failing items below
-            self._one_by_one(live)
+            result = predict([job.item])[0]
+        except Exception as exc:  # noqa: BLE001 - delivered to its caller, not raised here
+            job.future.set_exception(exc)
         else:
-            for job, result in zip(live, results, strict=True):
-                job.future.set_result(result)
-        if self.observer is not None:
-            self.observer(self.name, wait, time.perf_counter() - started, len(live))
-
-    def _one_by_one(self, jobs: list[_Job[T, R]]) -> None:
-        """A batch failed: rerun each item alone so one bad item fails only itself."""
-        for job in jobs:
-            try:
-                job.future.set_result(self.predict([job.item])[0])
-            except Exception as exc:  # noqa: BLE001 - delivered to its caller, not raised here
-                job.future.set_exception(exc)
+            _stamp(job.future, wait, time.perf_counter() - one, 1)
+            job.future.set_result(result)
+    return time.perf_counter() - started
 
 
+def _stamp(future: Timed[R], wait: float, compute: float, size: int) -> None:
+    future.queue_s, future.compute_s, future.batch_size = wait, compute, size

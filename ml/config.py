@@ -28,6 +28,15 @@ def _setting(default: Any, env: str, help: str, *, secret: bool = False) -> Any:
 
 
 @dataclass(frozen=True)
+class BatchLimits:
+    """One model's micro-batcher settings."""
+
+    max_batch: int
+    max_wait_ms: float
+    max_queue: int
+
+
+@dataclass(frozen=True)
 class Settings:
     """Every tunable of the service; built once, passed explicitly, never mutated."""
 
@@ -89,6 +98,47 @@ class Settings:
         3, "ML_URL_FETCH_MAX_REDIRECTS", "Redirects followed for image_url (each re-checked)."
     )
     warmup: bool = _setting(True, "ML_WARMUP", "Load and warm every model at start-up.")
+    max_request_timeout_s: float = _setting(
+        60.0, "ML_MAX_REQUEST_TIMEOUT_S",
+        "Longest deadline a request may ask for with the X-Request-Timeout header."
+    )
+
+    # -- batching and caching (ml.engine) --
+    batching: bool = _setting(
+        True, "ML_BATCHING", "Micro-batch concurrent requests (off: one model call each)."
+    )
+    cache_entries: int = _setting(
+        4096, "ML_CACHE_ENTRIES", "Prediction cache size per model, in results (0: off)."
+    )
+    sentiment_max_batch: int = _setting(
+        64, "ML_SENTIMENT_MAX_BATCH", "Most texts the sentiment batcher joins into one call."
+    )
+    sentiment_max_wait_ms: float = _setting(
+        1.0, "ML_SENTIMENT_MAX_WAIT_MS",
+        "Longest a sentiment batch waits for more texts (only while others are arriving)."
+    )
+    sentiment_max_queue: int = _setting(
+        1024, "ML_SENTIMENT_MAX_QUEUE", "Sentiment requests that may wait; more get 503."
+    )
+    image_max_batch: int = _setting(
+        4, "ML_IMAGE_MAX_BATCH",
+        "Most images in one forward pass (4 measured best on CPU; raise it on a GPU)."
+    )
+    image_max_wait_ms: float = _setting(
+        5.0, "ML_IMAGE_MAX_WAIT_MS", "Longest an image batch waits for more images."
+    )
+    image_max_queue: int = _setting(
+        64, "ML_IMAGE_MAX_QUEUE", "Images that may wait for the model; more get 503."
+    )
+    recommender_max_batch: int = _setting(
+        32, "ML_RECOMMENDER_MAX_BATCH", "Most recommendation queries served in one call."
+    )
+    recommender_max_wait_ms: float = _setting(
+        1.0, "ML_RECOMMENDER_MAX_WAIT_MS", "Longest a recommendation batch waits."
+    )
+    recommender_max_queue: int = _setting(
+        1024, "ML_RECOMMENDER_MAX_QUEUE", "Recommendation queries that may wait; more get 503."
+    )
 
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
@@ -102,7 +152,11 @@ class Settings:
                     "max_image_pixels": 1, "rate_limit_per_second": 0, "rate_limit_burst": 1,
                     "max_body_bytes": 1024, "max_batch_texts": 1, "threadpool_size": 1,
                     "request_timeout_s": 0.01, "url_fetch_timeout_s": 0.01,
-                    "url_fetch_max_redirects": 0}
+                    "url_fetch_max_redirects": 0, "max_request_timeout_s": 0.01,
+                    "cache_entries": 0}
+        for model in MODEL_NAMES:
+            minimums.update({f"{model}_max_batch": 1, f"{model}_max_wait_ms": 0,
+                             f"{model}_max_queue": 1})
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:
                 raise ConfigError(_env_name(name), str(getattr(self, name)),
@@ -125,6 +179,14 @@ class Settings:
                 continue
             values[f.name] = _parse(f, raw.strip())
         return cls(**values)
+
+    def batching_for(self, model: str) -> BatchLimits:
+        """The batcher limits of `model` (defaults for models without their own)."""
+        if model not in MODEL_NAMES:
+            return BatchLimits(16, 2.0, 256)
+        return BatchLimits(getattr(self, f"{model}_max_batch"),
+                           getattr(self, f"{model}_max_wait_ms"),
+                           getattr(self, f"{model}_max_queue"))
 
     def replace(self, **changes: Any) -> Settings:
         """A copy with some settings changed."""

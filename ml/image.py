@@ -148,6 +148,15 @@ class ImageResult:
     height: int
 
 
+@dataclass(frozen=True)
+class PreparedImage:
+    """A decoded image as the network takes it, with its original size."""
+
+    tensor: torch.Tensor  # (3, 224, 224) float32
+    width: int
+    height: int
+
+
 def decode(data: ImageInput, *, max_bytes: int, max_pixels: int) -> Image.Image:
     """Open, verify and normalise an image to RGB; InvalidInput for anything unusable."""
     if isinstance(data, Image.Image):
@@ -267,12 +276,24 @@ class ImageClassifier:
     def predict(self, batch: Sequence[ImageInput], *, top_k: int = 5) -> list[ImageResult]:
         """Top-`top_k` classes for each image, in order."""
         top_k = validate_top_k(top_k)
-        images = [self.decode(item) for item in batch]
-        if not images:
+        return self.classify([self.prepare(item) for item in batch], top_k=top_k)
+
+    def prepare(self, data: ImageInput) -> PreparedImage:
+        """Decode, validate and preprocess one image: the per-request CPU work that runs in
+        the caller's thread, before the batched forward pass."""
+        image = self.decode(data)
+        return PreparedImage(self.preprocess(image), image.width, image.height)
+
+    def classify(self, prepared: Sequence[PreparedImage], *,
+                 top_k: int | Sequence[int] = 5) -> list[ImageResult]:
+        """One forward pass over prepared images; `top_k` for all or one per image."""
+        if not prepared:
             return []
-        probabilities = self.probabilities([self.preprocess(image) for image in images])
-        return [self._result(row, image, top_k)
-                for row, image in zip(probabilities, images, strict=True)]
+        ks = [top_k] * len(prepared) if isinstance(top_k, int) else list(top_k)
+        ks = [validate_top_k(k) for k in ks]
+        probabilities = self.probabilities([p.tensor for p in prepared])
+        return [self._result(row, p.width, p.height, k)
+                for row, p, k in zip(probabilities, prepared, ks, strict=True)]
 
     def predict_one(self, image: ImageInput, *, top_k: int = 5) -> ImageResult:
         """Top-`top_k` classes for one image."""
@@ -318,12 +339,12 @@ class ImageClassifier:
         for size in (1, 2):
             self.probabilities([blank] * size)
 
-    def _result(self, row: np.ndarray, image: Image.Image, top_k: int) -> ImageResult:
+    def _result(self, row: np.ndarray, width: int, height: int, top_k: int) -> ImageResult:
         best = np.argpartition(-row, top_k - 1)[:top_k]
         best = best[np.argsort(-row[best])]
         return ImageResult(
             predictions=tuple(Prediction(self.labels[i], float(row[i]), int(i)) for i in best),
-            width=image.width, height=image.height)
+            width=width, height=height)
 
 
 def validate_top_k(top_k: object) -> int:

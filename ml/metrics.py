@@ -6,7 +6,7 @@ import os
 import threading
 import time
 from collections import deque
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
@@ -22,6 +22,7 @@ from prometheus_client import (
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
+BATCH_BUCKETS = (1, 2, 4, 8, 16, 32, 64, 128, 256)
 PROMETHEUS_CONTENT_TYPE = CONTENT_TYPE_LATEST
 
 
@@ -40,6 +41,15 @@ class LatencyWindow:
             self._values.append(seconds)
             self.count += 1
             self.total += seconds
+
+    def distribution(self) -> dict[str, float]:
+        """Mean, median and max of the window's raw values (for counts such as batch sizes)."""
+        with self._lock:
+            values = np.fromiter(self._values, dtype=np.float64, count=len(self._values))
+        if not len(values):
+            return {"mean": 0.0, "p50": 0.0, "max": 0.0}
+        return {"mean": round(float(values.mean()), 2), "p50": float(np.median(values)),
+                "max": float(values.max())}
 
     def summary(self) -> dict[str, float]:
         """avg (over all time) and p50/p95/p99 (over the window), in milliseconds."""
@@ -80,6 +90,16 @@ class Metrics:
                                 ["model"], registry=self.registry)
         self.model_ready = Gauge("model_ready", "1 when the model is loaded and ready",
                                  ["model"], registry=self.registry)
+        self.queue_wait = Histogram("model_queue_wait_seconds",
+                                    "Time a request waited in its model's batch queue",
+                                    ["model"], buckets=LATENCY_BUCKETS, registry=self.registry)
+        self.batch_size = Histogram("model_batch_size", "Requests served by one model call",
+                                    ["model"], buckets=BATCH_BUCKETS, registry=self.registry)
+        self.queue_depth = Gauge("model_queue_depth", "Requests waiting for the model now",
+                                 ["model"], registry=self.registry)
+        self.cache_lookups = Counter("prediction_cache_total",
+                                     "Prediction cache lookups by model and result",
+                                     ["model", "result"], registry=self.registry)
         rss = Gauge("process_resident_memory_bytes_sampled", "Resident set size of this process",
                     registry=self.registry)
         rss.set_function(lambda: psutil.Process(os.getpid()).memory_info().rss)
@@ -103,14 +123,52 @@ class Metrics:
         if ok:
             self.model_latency.labels(model).observe(seconds)
         with self._lock:
-            entry = self._models.setdefault(
-                model, {"calls": 0, "errors": 0, "items": 0, "window": LatencyWindow()})
+            entry = self._entry(model)
             entry["calls"] += 1
             entry["items"] += items
             if not ok:
                 entry["errors"] += 1
         if ok:
             entry["window"].add(seconds)
+
+    def record_batch(self, model: str, waits: Sequence[float], seconds: float,
+                     size: int) -> None:
+        """One batched model call: each item's queue wait, the call's compute, its size."""
+        self.record_model(model, seconds, items=size)
+        self.batch_size.labels(model).observe(size)
+        histogram = self.queue_wait.labels(model)
+        for wait in waits:
+            histogram.observe(wait)
+        with self._lock:
+            entry = self._entry(model)
+        for wait in waits:
+            entry["queue"].add(wait)
+        entry["sizes"].add(float(size))
+
+    def record_model_error(self, model: str) -> None:
+        """A model call that raised something other than a refusal of its input."""
+        self.model_calls.labels(model, "error").inc()
+        with self._lock:
+            self._entry(model)["errors"] += 1
+
+    def record_cache(self, model: str, *, hit: bool) -> None:
+        """One prediction-cache lookup."""
+        self.cache_lookups.labels(model, "hit" if hit else "miss").inc()
+        with self._lock:
+            self._entry(model)["hits" if hit else "misses"] += 1
+
+    def watch_queue(self, model: str, depth: Callable[[], float]) -> None:
+        """Export `depth()` as the model's queue-depth gauge."""
+        self.queue_depth.labels(model).set_function(depth)
+
+    def _entry(self, model: str) -> dict[str, Any]:
+        entry = self._models.get(model)
+        if entry is None:
+            entry = self._models[model] = {
+                "calls": 0, "errors": 0, "items": 0, "hits": 0, "misses": 0,
+                "window": LatencyWindow(), "queue": LatencyWindow(),
+                "sizes": LatencyWindow(size=2000)}
+        return entry
 
     def set_model_status(self, statuses: Iterable[Any]) -> None:
         """Mirror registry statuses (name, state, load_seconds) into gauges."""
@@ -124,9 +182,13 @@ class Metrics:
         with self._lock:
             by_status = dict(self._by_status)
             by_route = dict(self._by_route)
-            models = {name: {"calls": e["calls"], "errors": e["errors"], "items": e["items"],
-                             "latency": e["window"].summary()}
-                      for name, e in self._models.items()}
+            entries = dict(self._models)
+        models = {name: {"calls": e["calls"], "errors": e["errors"], "items": e["items"],
+                         "latency": e["window"].summary(),
+                         "queue_wait": e["queue"].summary(),
+                         "batch_size": e["sizes"].distribution(),
+                         "cache": {"hits": e["hits"], "misses": e["misses"]}}
+                  for name, e in entries.items()}
         total = sum(by_status.values())
         errors = sum(n for status, n in by_status.items() if status >= 400)
         server_errors = sum(n for status, n in by_status.items() if status >= 500)

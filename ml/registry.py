@@ -104,6 +104,10 @@ class Registry:
                 raise ModelUnavailable(name, status.reason or "failed to load")
             return self._load(name)
 
+    def loaded(self, name: str) -> bool:
+        """True if model `name` is loaded now (get() will not block)."""
+        return name in self._models
+
     def _load(self, name: str) -> Model:
         self._set(ModelStatus(name, "loading"))
         started = time.perf_counter()

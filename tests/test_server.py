@@ -7,6 +7,7 @@ from pathlib import Path
 from starlette.testclient import TestClient
 from streamlit.testing.v1 import AppTest
 
+from ml.engine import default_engine
 from ml.registry import Registry
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -21,9 +22,14 @@ def test_pages_and_api_share_the_loaded_models(registry: Registry) -> None:
     page.text_area(key="sentiment_text").input("What a wonderful day").run()
     assert not page.exception
     assert any("positive" in m.value for m in page.markdown)
+    assert server.service.engine is default_engine()
     with TestClient(server.api) as client:
         response = client.post("/api/predict/sentiment", json={"text": "What a wonderful day"})
         assert response.json()["sentiment"] == "positive"
+        detailed = client.post("/api/predict/sentiment", json={
+            "text": "What a wonderful day", "options": {"detailed": True}})
+        # the page asked first: the API's answer comes from the cache they share
+        assert detailed.headers["server-timing"] == "cache;desc=hit"
         loads = {m["name"]: m["loads"] for m in client.get("/api/models").json()["models"]}
     assert loads["sentiment"] == 1
     assert registry.load_count("sentiment") == 1
@@ -34,4 +40,6 @@ def test_server_mounts_the_api_paths_under_st_app() -> None:
 
     paths = {route.path for route in server.api_routes}
     assert {"/api/{path:path}", "/health", "/metrics", "/openapi.json", "/docs"} <= paths
-    assert str(server.app.script_path) == "app.py"
+    assert isinstance(server.app, server.ApiFirst)
+    assert server.app.api is server.api
+    assert str(server.app.ui.script_path) == "app.py"  # type: ignore[attr-defined]

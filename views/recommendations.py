@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from ml.recommender import RecommendedItem, personas
-from views.shared import info_card, latency_caption, model, timed
+from ml.recommender import RecommendedItem, RecommendRequest, personas
+from views.shared import info_card, latency_caption, model, serve, timed
 
 
 def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], score: str) -> None:
@@ -36,7 +36,7 @@ with known:
     left, right = st.columns(2)
     category = left.selectbox("Department", ["(all)", *recommender.categories()])
     limit = right.slider("How many", 1, 30, 10)
-    result, ms = timed(lambda: recommender.recommend(
+    result, ms = serve("recommender", RecommendRequest(
         user_id, limit=limit, category=None if category == "(all)" else category))
     if result is not None:
         if result.strategy == "popular":

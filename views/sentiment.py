@@ -4,6 +4,7 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from ml.engine import TextQuery
 from ml.samples import TEXTS
 from views.shared import (
     MAX_CSV_ROWS,
@@ -11,6 +12,7 @@ from views.shared import (
     latency_caption,
     model,
     read_text_table,
+    serve,
     timed,
 )
 
@@ -28,7 +30,7 @@ with single:
     text = st.text_area("Text", key="sentiment_text", height=100,
                         placeholder="Type a sentence, or pick an example above")
     if text.strip():
-        result, ms = timed(lambda: sentiment.predict_one(text, detailed=True))
+        result, ms = serve("sentiment", TextQuery(text, detailed=True))
         if result is not None:
             colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
             left, middle, right = st.columns(3)

@@ -1,4 +1,5 @@
-"""The one cached model loader every page uses: the process-wide registry the API shares."""
+"""What every page uses: the process-wide registry and engine the REST API shares, so a
+page's prediction joins the API's batches, queue limits and cache."""
 
 from __future__ import annotations
 
@@ -8,6 +9,7 @@ from typing import Any, TypeVar
 
 import streamlit as st
 
+from ml.engine import Engine, default_engine
 from ml.errors import MLError, ModelUnavailable
 from ml.registry import Model, Registry, default_registry
 
@@ -18,6 +20,18 @@ T = TypeVar("T")
 def registry() -> Registry:
     """The registry of this process (the same object the REST API serves from)."""
     return default_registry()
+
+
+@st.cache_resource(show_spinner=False)
+def engine() -> Engine:
+    """The engine of this process (the same batchers and caches the REST API uses)."""
+    return default_engine()
+
+
+def serve(name: str, query: Any) -> tuple[Any, float]:
+    """One prediction through the engine; ml errors become messages. Returns (result or
+    None, milliseconds)."""
+    return timed(lambda: engine().predict(name, query).result)
 
 
 def model(name: str) -> Model | None:

@@ -380,13 +380,15 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(peer: str, forwarde
 # -- failures ---------------------------------------------------------------------------------
 
 class Boom:
+    """A sentiment model that accepts its input, then raises while predicting."""
+
     name = "sentiment"
     version = "boom-v1"
 
-    def predict(self, batch):  # type: ignore[no-untyped-def]
-        raise RuntimeError("model exploded")
+    def validate(self, text):  # type: ignore[no-untyped-def]
+        return text
 
-    def predict_one(self, text, detailed=False):  # type: ignore[no-untyped-def]
+    def predict(self, batch, detailed=False):  # type: ignore[no-untyped-def]
         raise RuntimeError("model exploded")
 
     def info(self):  # type: ignore[no-untyped-def]
@@ -456,7 +458,7 @@ def test_not_ready_until_warm(make_client, warm_registry: Registry) -> None:  # 
 
 def test_deadline_answers_504(make_client, warm_registry: Registry) -> None:  # type: ignore[no-untyped-def]
     class Hang(Boom):
-        def predict_one(self, text, detailed=False):  # type: ignore[no-untyped-def]
+        def predict(self, batch, detailed=False):  # type: ignore[no-untyped-def]
             time.sleep(1.0)
 
     registry = Registry(warm_registry.settings, builders={"sentiment": lambda s, st: Hang()})

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ml.batching import Batcher
+from ml.batching import Batcher, Direct
 from ml.errors import DeadlineExceeded, InvalidInput, Overloaded
 
 
@@ -148,11 +148,16 @@ def test_no_lost_or_duplicated_results_under_many_callers(make) -> None:  # type
 
 
 def test_observer_sees_wait_compute_and_size(make) -> None:  # type: ignore[no-untyped-def]
-    seen: list[tuple[str, float, float, int]] = []
-    batcher = make(Recorder(delay=0.01), observer=lambda *args: seen.append(args))
-    batcher(5)
-    name, wait, compute, size = seen[0]
-    assert name == "numbers" and size == 1 and compute >= 0.01 and wait >= 0
+    seen: list[tuple[str, list[float], float, int]] = []
+    batcher = make(Recorder(delay=0.01),
+                   observer=lambda name, waits, compute, size: seen.append(
+                       (name, list(waits), compute, size)))
+    future = batcher.submit(5)
+    assert future.result(5) == 10
+    name, waits, compute, size = seen[0]
+    assert name == "numbers" and size == 1 and compute >= 0.01 and len(waits) == 1
+    assert future.batch_size == 1 and future.compute_s == compute
+    assert future.queue_s == waits[0] >= 0
 
 
 def test_closed_batcher_refuses_new_work(make) -> None:  # type: ignore[no-untyped-def]
@@ -161,3 +166,60 @@ def test_closed_batcher_refuses_new_work(make) -> None:  # type: ignore[no-untyp
     batcher.close()
     with pytest.raises(Overloaded):
         batcher.submit(2)
+
+
+# -- Direct: the batching-off runner ------------------------------------------------------------
+
+def test_direct_runs_each_item_alone_with_the_same_guarantees() -> None:
+    predict = Recorder(delay=0.001)
+    direct: Direct[int, int] = Direct(predict, name="numbers", workers=4, max_queue=10_000)
+    try:
+        with ThreadPoolExecutor(16) as pool:
+            futures = list(pool.map(lambda i: direct.submit(i), range(500)))
+        assert [f.result(5) for f in futures] == [2 * i for i in range(500)]
+        assert all(len(batch) == 1 for batch in predict.batches)
+        assert futures[0].batch_size == 1 and futures[0].compute_s > 0
+        with pytest.raises(InvalidInput):
+            direct.submit(-1).result(5)
+        assert direct.submit(7).result(5) == 14  # an error did not break the worker
+    finally:
+        direct.close()
+
+
+def test_direct_reuses_the_last_idle_thread() -> None:
+    threads: list[str] = []
+
+    def predict(items: list[int]) -> list[int]:
+        threads.append(threading.current_thread().name)
+        return items
+
+    direct: Direct[int, int] = Direct(predict, name="t", workers=4)
+    try:
+        for i in range(20):
+            direct.submit(i).result(5)
+        assert len(set(threads)) == 1  # a lone caller stays on one warm thread
+    finally:
+        direct.close()
+
+
+def test_direct_refuses_when_full_and_drops_expired_items() -> None:
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    direct: Direct[int, int] = Direct(predict, name="numbers", workers=1, max_queue=2)
+    try:
+        running = direct.submit(0)
+        time.sleep(0.05)
+        late = direct.submit(1, timeout_s=0.01)
+        fine = direct.submit(2)
+        with pytest.raises(Overloaded):
+            direct.submit(3)
+        time.sleep(0.05)
+        gate.set()
+        assert running.result(5) == 0 and fine.result(5) == 4
+        with pytest.raises(DeadlineExceeded):
+            late.result(5)
+        assert direct.queued == 0
+    finally:
+        direct.close()
+    with pytest.raises(Overloaded):
+        direct.submit(4)

@@ -1,0 +1,140 @@
+"""Batching, caching, deadlines and backpressure as API clients see them."""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+from starlette.testclient import TestClient
+
+from ml.registry import Registry
+from tests.api.test_routes import assert_error
+
+
+def timing(response: Any) -> dict[str, str]:
+    """Server-Timing as {name: "dur=..." or 'desc=...'}."""
+    parts = [p.strip() for p in response.headers["server-timing"].split(",")]
+    return {p.split(";")[0]: p.split(";", 1)[1] for p in parts}
+
+
+def test_predictions_say_where_their_time_went(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(rate_limit_per_second=0.0, cache_entries=0)
+    response = client.post("/api/predict/sentiment", json={"text": "what a lovely day"})
+    assert response.status_code == 200
+    parts = timing(response)
+    assert set(parts) == {"queue", "compute", "batch"} and parts["batch"] == 'desc="1"'
+    queue_ms = float(parts["queue"].removeprefix("dur="))
+    compute_ms = float(parts["compute"].removeprefix("dur="))
+    assert abs(response.json()["latency_ms"] - (queue_ms + compute_ms)) < 0.01
+
+
+def test_repeated_requests_are_served_from_the_cache(make_client) -> None:  # type: ignore[no-untyped-def]
+    client = make_client(rate_limit_per_second=0.0)
+    body = {"text": "the cache should remember this one", "options": {"detailed": True}}
+    first = client.post("/api/predict/sentiment", json=body)
+    second = client.post("/api/predict/sentiment", json=body)
+    assert timing(second) == {"cache": "desc=hit"}
+    strip = {"latency_ms"}
+    assert {k: v for k, v in first.json().items() if k not in strip} == \
+        {k: v for k, v in second.json().items() if k not in strip}
+    engine = client.get("/metrics").json()["engine"]["sentiment"]
+    assert engine["cache"]["hits"] >= 1 and engine["batching"] is True
+
+
+def test_concurrent_requests_are_batched_and_metrics_explain_latency(  # type: ignore[no-untyped-def]
+    make_client, warm_registry: Registry
+) -> None:
+    client = make_client(rate_limit_per_second=0.0, cache_entries=0)
+    texts = [f"request number {i} is {'great' if i % 2 else 'awful'}" for i in range(200)]
+    with ThreadPoolExecutor(24) as pool:
+        responses = list(pool.map(
+            lambda t: client.post("/api/predict/sentiment", json={"text": t}), texts))
+    assert all(r.status_code == 200 for r in responses)
+    model = warm_registry.get("sentiment")
+    assert [r.json()["sentiment"] for r in responses] == \
+        [model.predict_one(t).sentiment for t in texts]  # type: ignore[attr-defined]
+    metrics = client.get("/metrics").json()["models"]["sentiment"]
+    assert metrics["items"] >= 200 and metrics["calls"] <= metrics["items"]
+    assert {"p50_ms", "p99_ms"} <= set(metrics["queue_wait"])
+    assert metrics["batch_size"]["max"] >= 1
+    text = client.get("/metrics/prometheus").text
+    for name in ("model_queue_wait_seconds_bucket", "model_batch_size_bucket",
+                 "model_inference_seconds_bucket", "prediction_cache_total",
+                 "model_queue_depth"):
+        assert name in text, name
+
+
+def test_request_timeout_header_is_checked(client: TestClient) -> None:
+    for bad in ("abc", "0", "-5", "1.5", "99999999"):
+        error = assert_error(client.post("/api/predict/sentiment", json={"text": "hi"},
+                                         headers={"x-request-timeout-ms": bad}),
+                             400, "invalid_timeout")
+        assert "x-request-timeout-ms" in error["message"]
+    ok = client.post("/api/predict/sentiment", json={"text": "hi"},
+                     headers={"x-request-timeout-ms": "5000"})
+    assert ok.status_code == 200
+
+
+class Gated:
+    """A sentiment model whose predictions wait for a gate (or a timeout)."""
+
+    name = "sentiment"
+    version = "gated-v1"
+
+    def __init__(self) -> None:
+        self.gate = threading.Event()
+
+    def validate(self, text: str) -> str:
+        return text
+
+    def predict(self, batch: list[str], detailed: bool = False) -> list[Any]:
+        self.gate.wait(10)
+        return [self.real.predict_one(t) for t in batch]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    def warmup(self) -> None:
+        pass
+
+
+def gated_client(make_client, warm_registry: Registry, **changes: Any) -> tuple[Any, Gated]:  # type: ignore[no-untyped-def]
+    model = Gated()
+    model.real = warm_registry.get("sentiment")  # type: ignore[attr-defined]
+    registry = Registry(warm_registry.settings, builders={"sentiment": lambda s, st: model})
+    client = make_client(registry=registry, rate_limit_per_second=0.0, cache_entries=0,
+                         **changes)
+    return client, model
+
+
+def test_a_shorter_deadline_per_request_is_honoured(make_client, warm_registry: Registry) -> None:  # type: ignore[no-untyped-def]
+    client, model = gated_client(make_client, warm_registry)
+    started = time.monotonic()
+    assert_error(client.post("/api/predict/sentiment", json={"text": "hi"},
+                             headers={"x-request-timeout-ms": "150"}), 504, "deadline_exceeded")
+    assert time.monotonic() - started < 5  # the default deadline (10 s) was not used
+    model.gate.set()
+    assert client.post("/api/predict/sentiment", json={"text": "hi"}).status_code == 200
+
+
+def test_a_full_queue_answers_503_with_retry_after_at_once(make_client,  # type: ignore[no-untyped-def]
+                                                         warm_registry: Registry) -> None:
+    client, model = gated_client(make_client, warm_registry, sentiment_max_queue=2,
+                                 sentiment_max_batch=2)
+    with ThreadPoolExecutor(12) as pool:
+        pending = [pool.submit(client.post, "/api/predict/sentiment", json={"text": f"t{i}"})
+                   for i in range(12)]
+        time.sleep(1.0)  # all of them reached the model's queue or were refused
+        refused = [f.result() for f in pending if f.done()]
+        model.gate.set()
+        answered = [f.result(30) for f in pending]
+    assert refused, "nothing was refused while the queue was full"
+    for response in refused:
+        assert_error(response, 503, "overloaded")
+        assert int(response.headers["retry-after"]) >= 1
+    statuses = sorted(r.status_code for r in answered)
+    assert statuses.count(200) >= 2 and set(statuses) <= {200, 503}
+    # the queue drained: the service accepts work again
+    assert client.post("/api/predict/sentiment", json={"text": "after"}).status_code == 200
