@@ -4,6 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PORT ?= 8501
 HOST ?= 127.0.0.1
+WORKERS ?= 1
 PYTEST_ARGS ?=
 
 .PHONY: run api browser test test-fast lint notebook bench clean
@@ -30,7 +31,7 @@ run: $(VENV)/.runtime
 # The REST API alone (programmatic use, scale-out).
 api: $(VENV)/.runtime
 	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) --no-access-log \
-	  --timeout-graceful-shutdown 20
+	  --timeout-graceful-shutdown 20 --workers $(WORKERS)
 
 # Debian's chromium drives the real-browser tests (Playwright uses it, downloads nothing).
 browser:

@@ -30,6 +30,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         choices=harness.MODELS)
     parser.add_argument("--paths", nargs="+", default=list(harness.PATHS),
                         choices=harness.PATHS)
+    parser.add_argument("--workers", nargs="*", type=int, default=[1, 2],
+                        help="worker counts for the API-only scaling run (none: skip it)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="where to write BENCHMARKS.md (default: repo root, full runs)")
     args = parser.parse_args(argv)
@@ -56,7 +58,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def run_harness(args: argparse.Namespace) -> int:
     """Run every call path side by side; write JSON, CSV and (full runs) BENCHMARKS.md."""
-    plan = harness.Plan(quick=args.quick, models=tuple(args.models), paths=tuple(args.paths))
+    plan = harness.Plan(quick=args.quick, models=tuple(args.models), paths=tuple(args.paths),
+                        workers=tuple(args.workers))
     before = machine_info()
     results = harness.run(plan)
     record = {"benchmark": "run", "quick": args.quick, "machine": before,

@@ -29,12 +29,15 @@ MODELS = ("sentiment", "image", "recommender")
 ROUTES = {"sentiment": "/api/predict/sentiment", "image": "/api/predict/image",
           "recommender": "/api/predict/recommend"}
 HOP_NAMES = {"sentiment": "sentiment", "image": "image", "recommender": "recommend"}
-PATHS = ("in-process", "http", "hop", "fastapi-peer")
+PATHS = ("in-process", "http", "http-unbatched", "hop", "fastapi-peer")
 PEER_MODELS = ("sentiment",)  # the FastAPI peer serves the stock sklearn sentiment pipeline
-# Production features stay on in the measured server; the rate limit is lifted far above
-# the load so that it measures serving, not throttling.
+UNBATCHED_MODELS = ("sentiment", "image")  # the same one process with ML_BATCHING=false
+# Production features stay on in the measured servers (auth middleware, metrics, access
+# log, deadlines, queue limits). The rate limit is lifted far above the load so that it
+# measures serving, not throttling, and the prediction cache is off because the inputs
+# repeat: cached answers would measure the cache, and the peers have none.
 SERVER_ENV = {"ML_RATE_LIMIT_PER_SECOND": "1000000", "ML_RATE_LIMIT_BURST": "1000000",
-              "ML_DEVICE": "cpu"}
+              "ML_DEVICE": "cpu", "ML_CACHE_ENTRIES": "0"}
 
 
 @dataclass(frozen=True)
@@ -44,7 +47,11 @@ class Plan:
     quick: bool = False
     models: tuple[str, ...] = MODELS
     paths: tuple[str, ...] = PATHS
-    concurrency: tuple[int, ...] = (1, 8, 32)
+    workers: tuple[int, ...] = (1, 2)  # API-only multi-worker scaling; () skips it
+
+    def levels(self, model: str) -> tuple[int, ...]:
+        """Concurrency levels: images are ~100x slower per request than the others."""
+        return (1, 16) if model == "image" else (1, 8, 32)
 
     def requests_at_one(self, model: str) -> int:
         base = {"sentiment": 2000, "image": 150, "recommender": 2000}[model]
@@ -110,6 +117,11 @@ def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings
             single = stack.enter_context(running("one-process", env, logs))
             found["http"] = single.url
             found["servers"]["one-process"] = single
+        if "http-unbatched" in paths:
+            unbatched = stack.enter_context(
+                running("one-process", {**env, "ML_BATCHING": "false"}, logs))
+            found["http-unbatched"] = unbatched.url
+            found["servers"]["one-process-unbatched"] = unbatched
         if "fastapi-peer" in paths:
             if importlib.util.find_spec("fastapi") is None:
                 found["notes"] = ["FastAPI peer skipped: fastapi is not installed "
@@ -152,10 +164,11 @@ def run(plan: Plan, settings: Settings | None = None,
                 continue  # e.g. the FastAPI peer when fastapi is missing
             results["paths"][path] = {}
             for model in plan.models:
-                if path == "fastapi-peer" and model not in PEER_MODELS:
+                if (path == "fastapi-peer" and model not in PEER_MODELS) or \
+                        (path == "http-unbatched" and model not in UNBATCHED_MODELS):
                     continue
                 per_model: dict[str, Any] = {}
-                for concurrency in plan.concurrency:
+                for concurrency in plan.levels(model):
                     count = plan.requests_at_one(model) if concurrency == 1 else 10**9
                     seconds = 120.0 if concurrency == 1 else plan.seconds_high(model)
                     if path == "in-process":
@@ -177,13 +190,84 @@ def run(plan: Plan, settings: Settings | None = None,
                              f"p50 {per_model[f'c{concurrency}'].get('p50_ms', 0):8.3f} ms  "
                              f"{result.throughput:8.1f} req/s  errors {result.errors}")
                 results["paths"][path][model] = per_model
-            if "sentiment" in plan.models and path != "fastapi-peer":
+            if "sentiment" in plan.models and path not in ("fastapi-peer", "http-unbatched"):
                 results["scenario_1000_texts"][path] = scenario(
                     path, plan, registry, inputs, servers)
                 progress(f"{path:>10} 1000 texts: {results['scenario_1000_texts'][path]}")
         results["memory"] = memory(servers["servers"])
+    if plan.workers:
+        results["workers"] = workers_scaling(plan, settings, inputs, progress)
     results["ratios"] = ratios(results)
+    results["targets"] = targets(results)
     return results
+
+
+def workers_scaling(plan: Plan, settings: Settings, inputs: Inputs,
+                    progress: Callable[[str], None]) -> dict[str, Any]:
+    """Sentiment throughput of the API-only server with 1 and 2 worker processes
+    (`make api WORKERS=n`), at concurrency 32, one after the other."""
+    env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir), "ML_MODELS": "sentiment"}
+    bodies = inputs.bodies("sentiment")
+    out: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory() as logs:
+        for workers in plan.workers:
+            with running(f"api-workers-{workers}", env, Path(logs)) as server:
+                http_load(server.url, ROUTES["sentiment"], bodies, concurrency=32,
+                          requests=200)
+                result = http_load(server.url, ROUTES["sentiment"], bodies, concurrency=32,
+                                   requests=10**9, seconds=plan.seconds_high("sentiment"))
+                out[str(workers)] = figures(result)
+                progress(f"api workers={workers} c=32 {result.throughput:8.1f} req/s "
+                         f"errors {result.errors}")
+    if "1" in out and "2" in out and out["1"]["throughput_rps"]:
+        out["two_over_one"] = round(out["2"]["throughput_rps"] / out["1"]["throughput_rps"], 2)
+    return out
+
+
+def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
+    """The throughput issue's targets, each with the measured value and whether it is met."""
+    paths = results["paths"]
+
+    def get(path: str, model: str, level: str, key: str) -> float | None:
+        value = paths.get(path, {}).get(model, {}).get(level, {}).get(key)
+        return float(value) if value else None
+
+    def ratio(a: float | None, b: float | None) -> float | None:
+        return round(a / b, 3) if a is not None and b else None
+
+    rows = []
+
+    def add(what: str, value: float | None, goal: str, met: bool | None) -> None:
+        rows.append({"target": what, "value": value, "goal": goal, "met": met})
+
+    value = ratio(get("http", "sentiment", "c1", "p50_ms"),
+                  get("fastapi-peer", "sentiment", "c1", "p50_ms"))
+    add("sentiment c=1 p50, one process / FastAPI peer", value, "<= 0.6",
+        None if value is None else value <= 0.6)
+    value = ratio(get("http", "sentiment", "c32", "throughput_rps"),
+                  get("fastapi-peer", "sentiment", "c32", "throughput_rps"))
+    add("sentiment c=32 requests/s, one process / FastAPI peer", value, ">= 2",
+        None if value is None else value >= 2)
+    ours, peer = get("http", "sentiment", "c32", "p99_ms"), \
+        get("fastapi-peer", "sentiment", "c32", "p99_ms")
+    add("sentiment c=32 p99 ms, one process vs FastAPI peer", ours,
+        f"< peer ({peer})" if peer else "< peer", None if ours is None or peer is None
+        else ours < peer)
+    value = ratio(get("http", "image", "c16", "throughput_rps"),
+                  get("http-unbatched", "image", "c16", "throughput_rps"))
+    add("image c=16 requests/s, batching on / off", value, ">= 1.5",
+        None if value is None else value >= 1.5)
+    value = ratio(get("http", "image", "c1", "p50_ms"),
+                  get("http-unbatched", "image", "c1", "p50_ms"))
+    add("image c=1 p50, batching on / off", value, "<= 1.10",
+        None if value is None else value <= 1.10)
+    value = results.get("memory", {}).get("single_over_split")
+    add("memory, one process / microservice split (peak RSS)", value, "<= 0.6",
+        None if value is None else value <= 0.6)
+    value = results.get("workers", {}).get("two_over_one")
+    add("API-only sentiment c=32 requests/s, 2 workers / 1", value, ">= 1.6",
+        None if value is None else value >= 1.6)
+    return rows
 
 
 def scenario(path: str, plan: Plan, registry: Registry, inputs: Inputs,

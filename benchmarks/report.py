@@ -7,6 +7,7 @@ import io
 from typing import Any
 
 PATH_NAMES = {"in-process": "in-process (ml call)", "http": "HTTP, one process",
+              "http-unbatched": "HTTP, one process, batching off",
               "hop": "HTTP + microservice hop",
               "fastapi-peer": "FastAPI peer (stock sklearn predict_proba)"}
 
@@ -45,15 +46,19 @@ def markdown(record: dict[str, Any]) -> str:
         f"- When: {machine['when']}; mode: {'quick' if record['quick'] else 'full'}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in machine['versions'].items())}",
         "",
-        "Call paths: **in-process** calls the `ml` model directly; **HTTP, one process** "
-        "POSTs to the single process that serves the UI and the API (`streamlit run "
-        "server.py`, auth/limits/metrics middleware on); **microservice hop** POSTs to a "
-        "front API process that forwards each request over HTTP to a model-server process "
-        "(one per model); **FastAPI peer** serves the same trained sentiment pipeline from "
-        "a plain FastAPI app calling scikit-learn's `predict_proba` (one worker). The load "
-        "client is a keep-alive asyncio client on the same machine; its CPU share is "
-        "reported.",
+        "Call paths: **in-process** calls the `ml` engine's model directly; **HTTP, one "
+        "process** POSTs to the single process that serves the UI and the API (`make run`: "
+        "`uvicorn server:app`, with auth/limits/metrics middleware, access log, deadlines "
+        "and micro-batching on, prediction cache off because the inputs repeat); "
+        "**batching off** is the same process with `ML_BATCHING=false` (each request its "
+        "own model call); **microservice hop** POSTs to a front API process that forwards "
+        "each request over HTTP to a model-server process (one per model); **FastAPI "
+        "peer** serves the same trained sentiment pipeline from a plain FastAPI app "
+        "calling scikit-learn's `predict_proba` (one worker, uvicorn with the same httptools "
+        "and uvloop). The load client is a keep-alive asyncio client on the same machine; "
+        "its CPU share is reported.",
         "",
+        *targets_table(results.get("targets", [])),
         "## Latency at concurrency 1 (ms)",
         "",
         "| model | call path | avg | p50 | p95 | p99 | n |",
@@ -100,6 +105,20 @@ def markdown(record: dict[str, Any]) -> str:
         lines.append("The original product spec quotes 2.1 s for 1,000 texts.")
     for note in results.get("notes", []):
         lines += ["", f"Note: {note}."]
+    workers = results.get("workers", {})
+    if workers.get("1"):
+        lines += ["", "## API-only server, worker processes (sentiment, concurrency 32)", "",
+                  "`make api WORKERS=n` (`uvicorn api.app:app --workers n`), sentiment model "
+                  "only, measured one after the other.", "",
+                  "| workers | requests/s | p50 ms | p99 ms | errors |",
+                  "|---:|---:|---:|---:|---:|"]
+        for count in ("1", "2", "4"):
+            f = workers.get(count)
+            if f and f.get("n"):
+                lines.append(f"| {count} | {f['throughput_rps']:.0f} | {f['p50_ms']:.2f} | "
+                             f"{f['p99_ms']:.2f} | {f['errors']} |")
+        if "two_over_one" in workers:
+            lines += ["", f"2 workers / 1 worker: **{workers['two_over_one']}x**."]
     memory = results.get("memory", {})
     if memory.get("peak_rss_mb"):
         lines += ["", "## Memory (peak RSS per process, MiB)", "", "| process | peak RSS |",
@@ -113,3 +132,15 @@ def markdown(record: dict[str, Any]) -> str:
                           f"**{memory['microservices_total_mb']:.0f} MiB** in total "
                           f"(ratio {memory['single_over_split']:.2f})."]
     return "\n".join(lines) + "\n"
+
+
+def targets_table(rows: list[dict[str, Any]]) -> list[str]:
+    """The throughput targets with the measured values, first thing in the report."""
+    if not rows:
+        return []
+    lines = ["## Targets", "", "| target | measured | goal | met |", "|---|---:|---|---|"]
+    for row in rows:
+        met = {True: "yes", False: "**no**", None: "not measured"}[row["met"]]
+        value = "-" if row["value"] is None else f"{row['value']}"
+        lines.append(f"| {row['target']} | {value} | {row['goal']} | {met} |")
+    return [*lines, ""]

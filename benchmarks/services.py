@@ -26,6 +26,20 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _peak_rss_mb(pid: int) -> float:
+    """Peak resident memory of process `pid` so far (VmHWM), in MiB."""
+    try:
+        with open(f"/proc/{pid}/status", encoding="ascii") as status:
+            for line in status:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    import psutil
+
+    return float(psutil.Process(pid).memory_info().rss) / 2**20
+
+
 @dataclass
 class Server:
     """A running server process."""
@@ -35,17 +49,12 @@ class Server:
     log: Path
 
     def peak_rss_mb(self) -> float:
-        """Peak resident memory of the process so far (VmHWM), in MiB."""
-        try:
-            with open(f"/proc/{self.process.pid}/status", encoding="ascii") as status:
-                for line in status:
-                    if line.startswith("VmHWM:"):
-                        return int(line.split()[1]) / 1024
-        except OSError:
-            pass
+        """Peak resident memory of the process so far (VmHWM), in MiB; with worker
+        processes, the sum over the parent and its children."""
         import psutil
 
-        return float(psutil.Process(self.process.pid).memory_info().rss) / 2**20
+        children = psutil.Process(self.process.pid).children(recursive=True)
+        return _peak_rss_mb(self.process.pid) + sum(_peak_rss_mb(c.pid) for c in children)
 
     def cpu_seconds(self) -> float:
         """User + system CPU time the process has used."""
@@ -78,6 +87,10 @@ def command(mode: str, port: int) -> list[str]:
     if mode == "api":
         return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
                 "--port", str(port), "--timeout-graceful-shutdown", "20", "--no-access-log"]
+    if mode.startswith("api-workers-"):  # `make api WORKERS=n`
+        return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
+                "--port", str(port), "--workers", mode.rsplit("-", 1)[1],
+                "--no-access-log", "--timeout-graceful-shutdown", "20"]
     if mode == "one-process":  # what `make run` runs
         return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
                 "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
@@ -107,8 +120,15 @@ def running(mode: str, env: Mapping[str, str], log_dir: Path,
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
             probe = "/_stcore/health" if mode == "ui-only" else "/health/ready"
+            # several workers share the port: wait until fresh connections keep finding
+            # ready ones
+            needed = 20 if mode.startswith("api-workers-") else 1
             try:
-                if httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
+                ready = 0
+                while ready < needed and \
+                        httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
+                    ready += 1
+                if ready >= needed:
                     break
             except httpx.HTTPError:
                 pass

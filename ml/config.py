@@ -121,8 +121,8 @@ class Settings:
         1024, "ML_SENTIMENT_MAX_QUEUE", "Sentiment requests that may wait; more get 503."
     )
     image_max_batch: int = _setting(
-        4, "ML_IMAGE_MAX_BATCH",
-        "Most images in one forward pass (4 measured best on CPU; raise it on a GPU)."
+        0, "ML_IMAGE_MAX_BATCH",
+        "Most images in one forward pass (0: the model's choice, 4 on CPU, 32 on a GPU)."
     )
     image_max_wait_ms: float = _setting(
         5.0, "ML_IMAGE_MAX_WAIT_MS", "Longest an image batch waits for more images."
@@ -155,7 +155,8 @@ class Settings:
                     "url_fetch_max_redirects": 0, "max_request_timeout_s": 0.01,
                     "cache_entries": 0}
         for model in MODEL_NAMES:
-            minimums.update({f"{model}_max_batch": 1, f"{model}_max_wait_ms": 0,
+            minimums.update({f"{model}_max_batch": 0 if model == "image" else 1,
+                             f"{model}_max_wait_ms": 0,
                              f"{model}_max_queue": 1})
         for name, minimum in minimums.items():
             if getattr(self, name) < minimum:

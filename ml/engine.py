@@ -13,6 +13,7 @@ the event loop free (prepare in a thread for images, await the future).
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import threading
 from collections.abc import Callable, Hashable, Sequence
@@ -22,7 +23,7 @@ from typing import Any
 
 from ml.batching import Batcher, Direct, Runner, Timed
 from ml.cache import PredictionCache
-from ml.config import Settings
+from ml.config import BatchLimits, Settings
 from ml.errors import MLError
 from ml.metrics import Metrics
 from ml.registry import Model, Registry, default_registry
@@ -204,7 +205,7 @@ class Engine:
         def run(items: list[Any]) -> Sequence[Any]:
             return recipe.run(registry.get(name), items)
 
-        limits = self.settings.batching_for(name)
+        limits = self.batch_limits(name)
         runner: Runner
         if self.settings.batching and limits.max_batch > 1:
             runner = Batcher(run, name=name, max_batch_size=limits.max_batch,
@@ -216,6 +217,15 @@ class Engine:
         self.metrics.watch_queue(name, lambda: runner.queued)
         return runner
 
+    def batch_limits(self, name: str) -> BatchLimits:
+        """The model's batcher limits; a max_batch of 0 means the model's own preference
+        (the image model: 4 on CPU, where bigger batches gain little, 32 on a GPU)."""
+        limits = self.settings.batching_for(name)
+        if limits.max_batch == 0:
+            preferred = getattr(self.registry.get(name), "preferred_batch", 16)
+            limits = dataclasses.replace(limits, max_batch=int(preferred))
+        return limits
+
     # -- reports and lifecycle --------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
         """Per model: queue depth, batching limits and cache counters."""
@@ -223,8 +233,10 @@ class Engine:
         for name in self.registry.names():
             runner = self._runners.get(name)
             limits = self.settings.batching_for(name)
+            if runner is not None:
+                limits = self.batch_limits(name)
             out[name] = {
-                "batching": bool(self.settings.batching and limits.max_batch > 1),
+                "batching": bool(self.settings.batching and limits.max_batch != 1),
                 "max_batch": limits.max_batch, "max_wait_ms": limits.max_wait_ms,
                 "max_queue": limits.max_queue, "queued": runner.queued if runner else 0,
                 "cache": self._caches[name].stats(),

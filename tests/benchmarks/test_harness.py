@@ -32,10 +32,11 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     record = json.loads((tmp_path / "harness-quick.json").read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
     paths = record["results"]["paths"]
-    assert set(paths) == {"in-process", "http", "hop", "fastapi-peer"}
+    assert set(paths) == {"in-process", "http", "http-unbatched", "hop", "fastapi-peer"}
     assert set(paths["fastapi-peer"]) == {"sentiment"}
+    assert set(paths["http-unbatched"]) == {"sentiment", "image"}
     for path, models in paths.items():
-        if path != "fastapi-peer":
+        if path not in ("fastapi-peer", "http-unbatched"):
             assert set(models) == {"sentiment", "image", "recommender"}
         for model, levels in models.items():
             for level, figures in levels.items():
@@ -44,15 +45,23 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     scenario = record["results"]["scenario_1000_texts"]
     assert set(scenario) == {"in-process", "http", "hop"}
     memory = record["results"]["memory"]
-    assert set(memory["peak_rss_mb"]) == {"one-process", "hop-front", "hop-sentiment",
-                                          "hop-image", "hop-recommender", "fastapi-peer"}
+    assert set(memory["peak_rss_mb"]) == {"one-process", "one-process-unbatched", "hop-front",
+                                          "hop-sentiment", "hop-image", "hop-recommender",
+                                          "fastapi-peer"}
     assert memory["single_over_split"] > 0
+    workers = record["results"]["workers"]
+    assert workers["1"]["n"] > 0 and workers["2"]["n"] > 0 and workers["two_over_one"] > 0
+    assert workers["1"]["errors"] == workers["2"]["errors"] == 0
+    targets = record["results"]["targets"]
+    assert len(targets) == 7 and all(t["value"] is not None for t in targets)
     with (tmp_path / "harness-quick.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    assert len(rows) == 3 * 3 * 3 + 3  # the peer serves sentiment only
+    # per path, sentiment and recommender at c=1/8/32 and image at c=1/16; the peer serves
+    # sentiment only, the batching-off server sentiment and image
+    assert len(rows) == 3 * (3 + 2 + 3) + 3 + (3 + 2)
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
-    for heading in ("Latency at concurrency 1", "Throughput under concurrency", "Ratios",
-                    "1,000 texts", "Memory"):
+    for heading in ("Targets", "Latency at concurrency 1", "Throughput under concurrency",
+                    "Ratios", "1,000 texts", "Memory", "worker processes"):
         assert heading in markdown
 
 

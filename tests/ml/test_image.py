@@ -194,3 +194,19 @@ def test_device_resolution_follows_the_setting() -> None:
     if not torch.cuda.is_available():
         with pytest.raises(RuntimeError, match="no CUDA"):
             resolve_device("cuda")
+
+
+def test_labels_come_from_torchvision_without_importing_it() -> None:
+    import subprocess
+    import sys
+
+    from torchvision.models import ResNet50_Weights
+
+    from ml.image import imagenet_labels
+
+    assert imagenet_labels() == list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
+    check = ("import sys; from ml.image import imagenet_labels; labels = imagenet_labels(); "
+             "assert len(labels) == 1000 and 'torchvision' not in sys.modules, 'imported'")
+    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
+                            timeout=120)
+    assert result.returncode == 0, result.stderr[-2000:]
