@@ -18,7 +18,7 @@ import psutil
 from api.fetch import ImageFetcher
 from ml.config import Settings
 from ml.engine import Engine, Served
-from ml.errors import DeadlineExceeded
+from ml.errors import DeadlineExceeded, Overloaded
 from ml.metrics import Metrics
 from ml.registry import Model, Registry
 
@@ -52,6 +52,7 @@ class Service:
         self.started = time.time()
         self.warmed = threading.Event()
         self.draining = False
+        self._preparing: dict[str, int] = {}  # requests decoding per model (event-loop only)
         self._warmup_thread: threading.Thread | None = None
 
     # -- lifecycle ------------------------------------------------------------------------
@@ -133,9 +134,7 @@ class Service:
             async with asyncio.timeout(timeout):
                 started = time.perf_counter()
                 if engine.recipe(name).prepare_is_heavy or not self.registry.loaded(name):
-                    item = await anyio.to_thread.run_sync(
-                        engine.prepare, name, query, limiter=self.limiter,
-                        abandon_on_cancel=True)
+                    item = await self._prepare_in_thread(name, query)
                 else:
                     item = engine.prepare(name, query)
                 left = timeout - (time.perf_counter() - started)
@@ -144,6 +143,22 @@ class Service:
                 return engine.served(future)
         except TimeoutError:
             raise DeadlineExceeded(name, timeout) from None
+
+    async def _prepare_in_thread(self, name: str, query: Any) -> Any:
+        """Decode in the threadpool, admitting no more requests than the model's queue holds:
+        when the queue is full, the request is refused at once instead of decoding an image
+        that could only wait."""
+        if self.registry.loaded(name):
+            limit = self.engine.batch_limits(name).max_queue
+            waiting = self._preparing.get(name, 0) + self.engine.runner(name).queued
+            if waiting >= limit:
+                raise Overloaded(name, retry_after_s=1.0)
+        self._preparing[name] = self._preparing.get(name, 0) + 1
+        try:
+            return await anyio.to_thread.run_sync(self.engine.prepare, name, query,
+                                                  limiter=self.limiter, abandon_on_cancel=True)
+        finally:
+            self._preparing[name] -= 1
 
     async def call(self, name: str, work: Callable[[Model], T], *, items: int = 1,
                    timeout_s: float | None = None) -> tuple[T, float]:

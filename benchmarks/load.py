@@ -28,6 +28,7 @@ class LoadResult:
     elapsed: float = 0.0
     client_cpu: float = 0.0  # seconds of CPU the load client itself used
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t, latency) for charts
+    refused: list[float] = field(default_factory=list)  # seconds, answered non-2xx
 
     @property
     def count(self) -> int:
@@ -75,6 +76,7 @@ async def _worker(url: str, payloads: Sequence[bytes], result: LoadResult, budge
                     on_sample(sent - started, latency)
             else:
                 result.errors += 1
+                result.refused.append(latency)
             if head.lower().find(b"connection: close") >= 0:
                 writer.close()
                 reader, writer = await asyncio.open_connection(parts.hostname, parts.port)

@@ -210,3 +210,40 @@ def test_streamlit_run_app_py_serves_the_ui_alone(settings: Settings, tmp_path: 
         page = httpx.get(f"{server.url}/", timeout=10)
         assert page.status_code == 200 and "<html" in page.text.lower()
         assert httpx.get(f"{server.url}/_stcore/health", timeout=10).text == "ok"
+
+
+def test_overload_is_refused_fast_and_the_server_recovers(settings: Settings, registry,  # type: ignore[no-untyped-def]
+                                                          tmp_path: Path) -> None:
+    """Far more image requests than the model can take: the excess is refused at once with
+    503, the accepted ones keep a bounded wait, and the server is normal afterwards."""
+    import base64
+    import json
+    import statistics
+
+    from benchmarks.load import http_load
+
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu", "ML_MODELS": "image",
+           "ML_RATE_LIMIT_PER_SECOND": "0", "ML_CACHE_ENTRIES": "0", "ML_IMAGE_MAX_QUEUE": "4",
+           "ML_THREADPOOL_SIZE": "4"}
+    body = json.dumps({"image_base64": base64.b64encode(encoded(photo("coffee"), "JPEG"))
+                       .decode()}).encode()
+    with running("api", env, tmp_path) as server:
+        flood = http_load(server.url, "/api/predict/image", [body], concurrency=48,
+                          requests=4000, seconds=4.0)
+        assert set(flood.statuses) <= {200, 503}, flood.statuses
+        assert flood.statuses.get(503, 0) > 0 and flood.statuses.get(200, 0) > 0
+        assert flood.count == sum(flood.statuses.values())  # every request got an answer
+        # refusals do not wait for the model; accepted requests wait for a short queue only
+        assert statistics.median(flood.refused) < 0.5
+        assert max(flood.latencies) < 8.0  # under the 10 s deadline: nothing timed out
+        with httpx.Client(base_url=server.url, timeout=10) as client:
+            refused = client.get("/metrics").json()["requests"]["by_status"].get("503", 0)
+            assert refused == flood.statuses[503]
+            assert client.get("/health").json()["status"] == "healthy"
+            started = time.monotonic()
+            response = client.post("/api/predict/image", content=body,
+                                   headers={"content-type": "application/json"})
+            assert response.status_code == 200
+            assert response.json()["predictions"][0]["label"] == "espresso"
+            assert time.monotonic() - started < 5.0
