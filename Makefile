@@ -6,8 +6,12 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 WORKERS ?= 1
 PYTEST_ARGS ?=
+# The API writes its own JSON access log; the guarded protocol times out slow request heads
+# (benchmarks/services.py starts servers with the same flags).
+SERVING_FLAGS := --no-access-log --timeout-graceful-shutdown 20 \
+  --http api.protocol:GuardedHttpToolsProtocol
 
-.PHONY: run api browser test test-fast lint notebook bench clean
+.PHONY: run api browser test test-fast lint notebook bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,13 +29,12 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 # uvicorn rather than `streamlit run`, whose own listening socket lacks TCP_NODELAY and so
 # adds ~40 ms to every keep-alive API request (see README).
 run: $(VENV)/.runtime
-	$(BIN)/uvicorn server:app --host $(HOST) --port $(PORT) --no-access-log \
-	  --timeout-graceful-shutdown 20
+	$(BIN)/uvicorn server:app --host $(HOST) --port $(PORT) $(SERVING_FLAGS)
 
 # The REST API alone (programmatic use, scale-out).
 api: $(VENV)/.runtime
-	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) --no-access-log \
-	  --timeout-graceful-shutdown 20 --workers $(WORKERS)
+	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) $(SERVING_FLAGS) \
+	  --workers $(WORKERS)
 
 # Debian's chromium drives the real-browser tests (Playwright uses it, downloads nothing).
 browser:
@@ -57,9 +60,13 @@ notebook: $(VENV)/.dev
 	$(BIN)/pip install --quiet -r requirements-notebook.txt
 	$(BIN)/jupyter lab notebooks/
 
-bench: $(VENV)/.runtime
+bench: $(VENV)/.dev
 	$(BIN)/python -m benchmarks inprocess
 	$(BIN)/python -m benchmarks run
+
+# RELIABILITY.md: hostile-request catalogue, 60 s soak and fuzzing against a real server.
+reliability: $(VENV)/.dev
+	$(BIN)/python -m benchmarks reliability
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

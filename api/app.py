@@ -40,7 +40,8 @@ def middleware_for(service: Service) -> list[Middleware]:
                                                "x-request-id"],
                                 expose_headers=["x-request-id", "retry-after"]))
     stack += [
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes),
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+                   timeout_s=settings.body_timeout_s),
         Middleware(AuthMiddleware, keys=settings.api_keys),
         Middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second,
                    burst=settings.rate_limit_burst, trusted_proxies=settings.trusted_proxies),

@@ -14,6 +14,7 @@ import uuid
 from collections.abc import Iterable
 from typing import Any
 
+import anyio
 import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
@@ -110,11 +111,13 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit: by Content-Length up front, else while streaming."""
+    """413 for bodies over the limit: by Content-Length up front, else while streaming.
+    408 for bodies that do not arrive within `timeout_s` (slow or stalled clients)."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if not is_api(scope):
@@ -132,10 +135,17 @@ class BodyLimitMiddleware:
                 return
         received = 0
         started = False
+        deadline: float | None = None
 
         async def limited_receive() -> Message:
-            nonlocal received
-            message = await receive()
+            nonlocal received, deadline
+            if deadline is None:
+                deadline = time.monotonic() + self.timeout_s
+            try:
+                with anyio.fail_after(max(0.0, deadline - time.monotonic())):
+                    message = await receive()
+            except TimeoutError:
+                raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
                 if received > self.max_bytes:
@@ -153,6 +163,12 @@ class BodyLimitMiddleware:
         except _BodyTooLarge:
             if not started:
                 await self._too_large(send, request_id)
+        except _BodyTooSlow:
+            if not started:
+                await send_error(send, 408, "request_timeout",
+                                 f"the request body did not arrive within {self.timeout_s:g}s",
+                                 request_id=request_id, details={"timeout_s": self.timeout_s},
+                                 headers={"connection": "close"})
 
     async def _too_large(self, send: Send, request_id: str | None) -> None:
         await send_error(send, 413, "payload_too_large",
@@ -162,6 +178,10 @@ class BodyLimitMiddleware:
 
 
 class _BodyTooLarge(Exception):
+    pass
+
+
+class _BodyTooSlow(Exception):
     pass
 
 

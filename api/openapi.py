@@ -14,32 +14,33 @@ from api import schemas
 from ml.config import Settings
 
 ERRORS = {
-    "400": "Malformed JSON or multipart body",
+    "400": "Malformed JSON or multipart body, or a bad X-Request-Timeout-Ms header",
     "401": "Missing or invalid API key (when keys are configured)",
     "404": "Unknown route",
     "405": "Method not allowed",
+    "408": "The request body did not arrive within ML_BODY_TIMEOUT_S",
     "413": "Body over ML_MAX_BODY_BYTES",
     "415": "Wrong Content-Type",
     "422": "Body failed validation (details.errors names each field) or invalid input",
     "429": "Rate limited (see Retry-After)",
     "500": "Bug; the body carries a request_id",
     "503": "Model unavailable or at capacity (see Retry-After)",
-    "504": "Model did not answer within ML_REQUEST_TIMEOUT_S",
+    "504": "Model did not answer within the request's deadline",
 }
+PREDICT_ERRORS = ("400", "401", "408", "413", "415", "422", "429", "503", "504")
+# Probes answer 503 with their own body, not the error shape.
+OWN_BODY_ON_ERROR = {"/health", "/health/ready"}
 
 # (method, path, summary, request schema, response schema, error statuses)
 OPERATIONS: list[tuple[str, str, str, Any, type[BaseModel], tuple[str, ...]]] = [
     ("post", "/api/predict/sentiment", "Sentiment of one text", schemas.SentimentRequest,
-     schemas.SentimentResponse, ("400", "401", "413", "415", "422", "429", "503", "504")),
+     schemas.SentimentResponse, PREDICT_ERRORS),
     ("post", "/api/predict/batch", "Sentiment of many texts, one result per text, in order",
-     schemas.BatchRequest, schemas.BatchResponse,
-     ("400", "401", "413", "415", "422", "429", "503", "504")),
+     schemas.BatchRequest, schemas.BatchResponse, PREDICT_ERRORS),
     ("post", "/api/predict/image", "Top-k ImageNet classes of an image (JSON or multipart)",
-     (schemas.ImageRequest, schemas.ImageUpload), schemas.ImageResponse,
-     ("400", "401", "413", "415", "422", "429", "503", "504")),
+     (schemas.ImageRequest, schemas.ImageUpload), schemas.ImageResponse, PREDICT_ERRORS),
     ("post", "/api/predict/recommend", "Product recommendations for a household",
-     schemas.RecommendRequest, schemas.RecommendResponse,
-     ("400", "401", "413", "415", "422", "429", "503", "504")),
+     schemas.RecommendRequest, schemas.RecommendResponse, PREDICT_ERRORS),
     ("get", "/api/models", "Each model's state, version, load time and model card", None,
      schemas.ModelsResponse, ("401", "429")),
     ("get", "/health", "Overall health, per-model state, process memory", None,
@@ -68,6 +69,7 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
     _, top = models_json_schema([(m, mode[m]) for m in dict.fromkeys(models)],
                                 ref_template="#/components/schemas/{model}")
     components = top.get("$defs", {})
+    _limits(components, settings)
     paths: dict[str, Any] = {}
     for method, path, summary, request, response, errors in OPERATIONS:
         operation: dict[str, Any] = {
@@ -77,8 +79,19 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
                 "schema": _ref(response)}}}},
         }
         for status in errors:
+            body = response if path in OWN_BODY_ON_ERROR else schemas.ErrorResponse
             operation["responses"][status] = {"description": ERRORS[status], "content": {
-                "application/json": {"schema": _ref(schemas.ErrorResponse)}}}
+                "application/json": {"schema": _ref(body)}}}
+        if path.startswith("/api/predict/"):
+            operation["parameters"] = [{
+                "name": "X-Request-Timeout-Ms", "in": "header", "required": False,
+                "description": "This request's deadline in milliseconds (default "
+                               f"{settings.request_timeout_s * 1e3:g})",
+                "schema": {"type": "integer", "minimum": 1,
+                           "maximum": int(settings.max_request_timeout_s * 1e3)}}]
+            operation["responses"]["200"]["headers"] = {"Server-Timing": {
+                "description": "queue wait, compute and batch size (or a cache hit)",
+                "schema": {"type": "string"}}}
         if path.startswith("/api/") and settings.api_keys:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
         if isinstance(request, tuple):
@@ -104,6 +117,19 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
     }
+
+
+def _limits(components: dict[str, Any], settings: Settings) -> None:
+    """The input rules that depend on settings (checked by the models, not by pydantic),
+    written into the schemas so that clients and fuzzers know them."""
+    text = {"type": "string", "minLength": 1, "maxLength": settings.max_text_chars,
+            "pattern": "\\S", "description": "Text with at least one non-space character, "
+                                              f"up to {settings.max_text_chars} characters."}
+    components["SentimentRequest"]["properties"]["text"] = text
+    texts = components["BatchRequest"]["properties"]["texts"]
+    texts.update({"items": text, "maxItems": settings.max_batch_texts})
+    components["ImageRequest"]["oneOf"] = [{"required": ["image_base64"]},
+                                           {"required": ["image_url"]}]
 
 
 def _ref(model: type[BaseModel]) -> dict[str, str]:

@@ -1,4 +1,4 @@
-"""`python -m benchmarks inprocess|run [--quick] [--models ...] [--paths ...]`.
+"""`python -m benchmarks inprocess|run|reliability [options]`.
 
 inprocess: each model's in-process latency. run: every call path side by side (in-process,
 HTTP to the one process, microservice hop), results in benchmarks/results/ and, for a full
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen benchmark, write JSON, print a summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("benchmark", choices=["inprocess", "run"])
+    parser.add_argument("benchmark", choices=["inprocess", "run", "reliability"])
     parser.add_argument("--quick", action="store_true", help="few iterations (for tests)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--models", nargs="+", default=list(harness.MODELS),
@@ -34,6 +34,11 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="worker counts for the API-only scaling run (none: skip it)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="where to write BENCHMARKS.md (default: repo root, full runs)")
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv[:1] == ["reliability"]:
+        from benchmarks import reliability
+
+        return reliability.main(argv[1:])
     args = parser.parse_args(argv)
     if args.benchmark == "run":
         return run_harness(args)

@@ -29,6 +29,12 @@ class LoadResult:
     client_cpu: float = 0.0  # seconds of CPU the load client itself used
     samples: list[tuple[float, float]] = field(default_factory=list)  # (t, latency) for charts
     refused: list[float] = field(default_factory=list)  # seconds, answered non-2xx
+    sent: int = 0  # requests written to a connection
+
+    @property
+    def answered(self) -> int:
+        """Requests that got a complete HTTP response (any status)."""
+        return sum(self.statuses.values())
 
     @property
     def count(self) -> int:
@@ -59,6 +65,7 @@ async def _worker(url: str, payloads: Sequence[bytes], result: LoadResult, budge
             payload = payloads[index % len(payloads)]
             index += 1
             sent = time.perf_counter()
+            result.sent += 1
             writer.write(payload)
             head = await reader.readuntil(b"\r\n\r\n")
             status = int(head[9:12])

@@ -74,6 +74,12 @@ class Server:
         return self.process.wait(10)
 
 
+# The uvicorn flags of `make run` / `make api` (Makefile): the API writes its own JSON access
+# log; the guarded protocol times out slow request heads.
+SERVING_FLAGS = ("--no-access-log", "--timeout-graceful-shutdown", "20",
+                 "--http", "api.protocol:GuardedHttpToolsProtocol")
+
+
 def command(mode: str, port: int) -> list[str]:
     """The command line of each serving mode."""
     if mode == "hop":
@@ -84,16 +90,15 @@ def command(mode: str, port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "benchmarks.peer_fastapi:create_app",
                 "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--log-level", "warning"]
-    if mode == "api":
+    if mode == "api":  # `make api`
         return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--timeout-graceful-shutdown", "20", "--no-access-log"]
+                "--port", str(port), *SERVING_FLAGS]
     if mode.startswith("api-workers-"):  # `make api WORKERS=n`
         return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", mode.rsplit("-", 1)[1],
-                "--no-access-log", "--timeout-graceful-shutdown", "20"]
+                "--port", str(port), "--workers", mode.rsplit("-", 1)[1], *SERVING_FLAGS]
     if mode == "one-process":  # what `make run` runs
         return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
-                "--port", str(port), "--no-access-log", "--timeout-graceful-shutdown", "20"]
+                "--port", str(port), *SERVING_FLAGS]
     if mode == "ui-only":  # Streamlit Community Cloud's default: the UI alone
         return [sys.executable, "-m", "streamlit", "run", "app.py", "--server.port",
                 str(port), "--server.address", "127.0.0.1", "--server.headless", "true"]

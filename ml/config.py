@@ -44,6 +44,10 @@ class Settings:
         _default_cache_dir, "ML_CACHE_DIR", "Where trained artifacts are cached."
     )
     device: str = _setting("auto", "ML_DEVICE", "Image model device: auto, cpu or cuda.")
+    image_weights: Path | None = _setting(  # noqa: RUF009 - None default, env metadata
+        None, "ML_IMAGE_WEIGHTS",
+        "EfficientNet-Lite0 weights file (default: the one packaged with the requirements)."
+    )
     torch_threads: int = _setting(
         0, "ML_TORCH_THREADS", "Threads torch may use (0: torch's default)."
     )
@@ -98,6 +102,13 @@ class Settings:
         3, "ML_URL_FETCH_MAX_REDIRECTS", "Redirects followed for image_url (each re-checked)."
     )
     warmup: bool = _setting(True, "ML_WARMUP", "Load and warm every model at start-up.")
+    header_timeout_s: float = _setting(
+        10.0, "ML_HEADER_TIMEOUT_S",
+        "Time a client has to send a request head (slow-header clients get 408)."
+    )
+    body_timeout_s: float = _setting(
+        10.0, "ML_BODY_TIMEOUT_S", "Time a client has to send a request body (then 408)."
+    )
     max_request_timeout_s: float = _setting(
         60.0, "ML_MAX_REQUEST_TIMEOUT_S",
         "Longest deadline a request may ask for with the X-Request-Timeout header."
@@ -153,6 +164,7 @@ class Settings:
                     "max_body_bytes": 1024, "max_batch_texts": 1, "threadpool_size": 1,
                     "request_timeout_s": 0.01, "url_fetch_timeout_s": 0.01,
                     "url_fetch_max_redirects": 0, "max_request_timeout_s": 0.01,
+                    "header_timeout_s": 0.01, "body_timeout_s": 0.01,
                     "cache_entries": 0}
         for model in MODEL_NAMES:
             minimums.update({f"{model}_max_batch": 0 if model == "image" else 1,
@@ -203,6 +215,8 @@ class Settings:
                 default = ",".join(default)
             if f.name == "api_keys":
                 default = "(none: auth off)"
+            if default is None:
+                default = "(packaged)"
             rows.append(
                 {"name": f.name, "env": f.metadata["env"], "default": str(default),
                  "help": f.metadata["help"]}
@@ -216,7 +230,7 @@ def _env_name(field_name: str) -> str:
 
 def _parse(f: dataclasses.Field[Any], raw: str) -> Any:
     kind = f.type
-    if kind == "Path":
+    if kind in ("Path", "Path | None"):
         return Path(raw).expanduser()
     if kind == "int":
         try:

@@ -405,7 +405,7 @@ def build(settings: Settings, store: ArtifactStore) -> ImageClassifier:
     """Load the packaged weights into the network and wrap it."""
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
-    weights = package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
+    weights = settings.image_weights or package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
     net = load_network(weights)
     return ImageClassifier(net, imagenet_labels(), device=resolve_device(settings.device),
                            max_bytes=settings.max_image_bytes,
