@@ -45,7 +45,7 @@ def process_figures(server: Server) -> dict[str, float]:
 
 def mixed_traffic(users: list[str]) -> dict[str, tuple[list[bytes], int]]:
     """Route -> (bodies, concurrency): mostly cheap predictions, some images and batches,
-    a share of bad requests, and health probes."""
+    and a share of bad requests."""
     from ml.samples import TEXTS, sample_photo
 
     buffer = io.BytesIO()
@@ -59,7 +59,7 @@ def mixed_traffic(users: list[str]) -> dict[str, tuple[list[bytes], int]]:
                                     for u in users] + [b'{"user_id": "1", "limit": 0}'], 8),
         "/api/predict/image": ([image.encode()], 4),
         "/api/predict/batch": ([json.dumps({"texts": texts[:50]}).encode()], 2),
-        "/health/ready": ([b""], 2),
+        "/api/predict/nothing": ([b"{}"], 2),  # 404s on the same connections
     }
 
 
@@ -221,8 +221,9 @@ def markdown(record: dict[str, Any]) -> str:
     lines += [
         "", "## Soak", "",
         f"{soak_['seconds']} s of mixed traffic from {soak_['concurrency']} concurrent "
-        f"keep-alive connections (sentiment, recommendations, images, batches, readiness "
-        f"probes; some requests deliberately invalid) at {soak_['requests_per_s']} requests/s.",
+        f"keep-alive connections (sentiment, recommendations, images, batches, "
+        f"an unknown route; some requests deliberately invalid) at "
+        f"{soak_['requests_per_s']} requests/s.",
         "",
         "| figure | value |", "|---|---:|",
         f"| requests sent | {soak_['sent']} |",

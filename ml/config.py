@@ -111,7 +111,7 @@ class Settings:
     )
     max_request_timeout_s: float = _setting(
         60.0, "ML_MAX_REQUEST_TIMEOUT_S",
-        "Longest deadline a request may ask for with the X-Request-Timeout header."
+        "Longest deadline a request may ask for with the X-Request-Timeout-Ms header."
     )
 
     # -- batching and caching (ml.engine) --
