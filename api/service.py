@@ -149,7 +149,7 @@ class Service:
         when the queue is full, the request is refused at once instead of decoding an image
         that could only wait."""
         if self.registry.loaded(name):
-            limit = self.engine.batch_limits(name).max_queue
+            limit = self.settings.batching_for(name).max_queue
             waiting = self._preparing.get(name, 0) + self.engine.runner(name).queued
             if waiting >= limit:
                 raise Overloaded(name, retry_after_s=1.0)

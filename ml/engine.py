@@ -24,7 +24,7 @@ from typing import Any
 from ml.batching import Batcher, Direct, Runner, Timed
 from ml.cache import PredictionCache
 from ml.config import BatchLimits, Settings
-from ml.errors import MLError
+from ml.errors import MLError, Overloaded
 from ml.metrics import Metrics
 from ml.registry import Model, Registry, default_registry
 
@@ -191,8 +191,6 @@ class Engine:
         with self._lock:
             if name not in self._runners:
                 if self._closed:
-                    from ml.errors import Overloaded
-
                     raise Overloaded(name, retry_after_s=1.0)
                 self._runners[name] = self._make_runner(name)
             return self._runners[name]

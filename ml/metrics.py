@@ -42,6 +42,13 @@ class LatencyWindow:
             self.count += 1
             self.total += seconds
 
+    def extend(self, values: Sequence[float]) -> None:
+        """Record several latencies under one lock (a batch's queue waits)."""
+        with self._lock:
+            self._values.extend(values)
+            self.count += len(values)
+            self.total += sum(values)
+
     def distribution(self) -> dict[str, float]:
         """Mean, median and max of the window's raw values (for counts such as batch sizes)."""
         with self._lock:
@@ -141,8 +148,7 @@ class Metrics:
             histogram.observe(wait)
         with self._lock:
             entry = self._entry(model)
-        for wait in waits:
-            entry["queue"].add(wait)
+        entry["queue"].extend(waits)
         entry["sizes"].add(float(size))
 
     def record_model_error(self, model: str) -> None:
