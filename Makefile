@@ -31,10 +31,11 @@ $(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
 run: $(VENV)/.runtime
 	$(BIN)/uvicorn server:app --host $(HOST) --port $(PORT) $(SERVING_FLAGS)
 
-# The REST API alone (programmatic use, scale-out).
+# The REST API alone (programmatic use, scale-out). WORKERS=n runs n processes, each with
+# its own SO_REUSEPORT socket on the port, so the kernel spreads connections evenly.
 api: $(VENV)/.runtime
-	$(BIN)/uvicorn api.app:app --host $(HOST) --port $(PORT) $(SERVING_FLAGS) \
-	  --workers $(WORKERS)
+	$(BIN)/python -m api.workers --host $(HOST) --port $(PORT) --workers $(WORKERS) \
+	  $(SERVING_FLAGS)
 
 # Debian's chromium drives the real-browser tests (Playwright uses it, downloads nothing).
 browser:

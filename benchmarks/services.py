@@ -90,12 +90,10 @@ def command(mode: str, port: int) -> list[str]:
         return [sys.executable, "-m", "uvicorn", "benchmarks.peer_fastapi:create_app",
                 "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
                 "--log-level", "warning"]
-    if mode == "api":  # `make api`
-        return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                "--port", str(port), *SERVING_FLAGS]
-    if mode.startswith("api-workers-"):  # `make api WORKERS=n`
-        return [sys.executable, "-m", "uvicorn", "api.app:app", "--host", "127.0.0.1",
-                "--port", str(port), "--workers", mode.rsplit("-", 1)[1], *SERVING_FLAGS]
+    if mode == "api" or mode.startswith("api-workers-"):  # `make api [WORKERS=n]`
+        workers = mode.rsplit("-", 1)[1] if mode != "api" else "1"
+        return [sys.executable, "-m", "api.workers", "--host", "127.0.0.1", "--port",
+                str(port), "--workers", workers, *SERVING_FLAGS]
     if mode == "one-process":  # what `make run` runs
         return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
                 "--port", str(port), *SERVING_FLAGS]
