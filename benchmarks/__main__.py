@@ -89,14 +89,12 @@ def render(results: dict) -> str:  # type: ignore[type-arg]
             ("sentiment single text (sklearn pipeline)",
              results["sentiment"]["sklearn_pipeline_single_text"]),
             ("sentiment batch of 1000 texts", results["sentiment"]["batch_1000_texts"])]
-    for key, figures in results["image"].items():
-        if key.startswith("threads_"):
-            threads = key.split("_")[1]
-            rows.append((f"image forward, {threads} thread(s)", figures["forward_only"]))
-            rows.append((f"image decoded->top5, {threads} thread(s)",
-                         figures["decoded_image_end_to_end"]))
-            rows.append((f"image batch of 8, per image, {threads} thread(s)",
-                         figures["batch_8_per_image"]))
+    image = results["image"]
+    runtime = f"{image['runtime']} on {image['device']}"
+    rows.append((f"image forward, 1 image ({runtime})", image["forward_only"]))
+    rows.append(("image decoded->top5", image["decoded_image_end_to_end"]))
+    for size in (4, 8):
+        rows.append((f"image batch of {size}, per image", image[f"batch_{size}_per_image"]))
     for key, figures in results["recommender"].items():
         rows.append((f"recommender {key.replace('_', ' ')}", figures))
     width = max(len(name) for name, _ in rows)

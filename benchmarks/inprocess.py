@@ -23,8 +23,6 @@ def timed(fn: Callable[[Any], object], inputs: Sequence[Any], repeat: int) -> li
 
 def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     """Measure every model in-process; returns the result tree."""
-    import torch
-
     from ml.samples import sample_photos
     from ml.sentiment import load_corpus
 
@@ -52,27 +50,26 @@ def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     image = registry.get("image")
     photos = sample_photos()
     decoded = [image.decode(p) for p in photos]  # type: ignore[attr-defined]
-    tensors = [image.preprocess(p) for p in decoded]  # type: ignore[attr-defined]
-    threads_before = torch.get_num_threads()
-    image_results: dict[str, Any] = {}
-    for threads in sorted({1, threads_before}):
-        torch.set_num_threads(threads)
-        image.warmup()
-        reps = 20 if quick else 200
-        image_results[f"threads_{threads}"] = {
-            "forward_only": summarize(timed(lambda x: image.probabilities([x]),  # type: ignore[attr-defined]
-                                            tensors, reps)),
-            "decoded_image_end_to_end": summarize(
-                timed(lambda p: image.predict([p], top_k=5), decoded, reps)),  # type: ignore[call-arg]
-        }
-        batch_tensors = (tensors * 4)[:8]
-        per_batch = timed(lambda b: image.probabilities(b), [batch_tensors],  # type: ignore[attr-defined]
-                          3 if quick else 10)
-        image_results[f"threads_{threads}"]["batch_8_per_image"] = {
-            k: (round(v / 8, 4) if k.endswith("_ms") else v)
+    pixels = [image.preprocess(p) for p in decoded]  # type: ignore[attr-defined]
+    image.warmup()
+    reps = 20 if quick else 200
+    image_results: dict[str, Any] = {
+        "forward_only": summarize(timed(lambda x: image.probabilities([x]),  # type: ignore[attr-defined]
+                                        pixels, reps)),
+        "decoded_image_end_to_end": summarize(
+            timed(lambda p: image.predict([p], top_k=5), decoded, reps)),  # type: ignore[call-arg]
+    }
+    for size in (4, 8):
+        batch = (pixels * size)[:size]
+        per_batch = timed(lambda b: image.probabilities(b), [batch],  # type: ignore[attr-defined]
+                          5 if quick else 30)
+        image_results[f"batch_{size}_per_image"] = {
+            k: (round(v / size, 4) if k.endswith("_ms") else v)
             for k, v in summarize(per_batch).items()}
-    torch.set_num_threads(threads_before)
-    results["image"] = {"device": str(image.device), **image_results}  # type: ignore[attr-defined]
+    results["image"] = {"device": image.device,  # type: ignore[attr-defined]
+                        "runtime": image.forward.runtime,  # type: ignore[attr-defined]
+                        "threads": registry.settings.torch_threads or "runtime default",
+                        **image_results}
 
     recommender = registry.get("recommender")
     users = recommender.known_users()  # type: ignore[attr-defined]

@@ -14,6 +14,7 @@ from ml.errors import ConfigError
 
 MODEL_NAMES = ("sentiment", "image", "recommender")
 DEVICES = ("auto", "cpu", "cuda")
+IMAGE_RUNTIMES = ("auto", "onnxruntime", "torch")
 
 
 def _default_cache_dir() -> Path:
@@ -48,8 +49,13 @@ class Settings:
         None, "ML_IMAGE_WEIGHTS",
         "EfficientNet-Lite0 weights file (default: the one packaged with the requirements)."
     )
+    image_runtime: str = _setting(
+        "auto", "ML_IMAGE_RUNTIME",
+        "Image model runtime: auto (ONNX Runtime on CPU, torch on CUDA), onnxruntime or torch."
+    )
     torch_threads: int = _setting(
-        0, "ML_TORCH_THREADS", "Threads torch may use (0: torch's default)."
+        0, "ML_TORCH_THREADS",
+        "Threads the image model's runtime may use (0: the runtime's default)."
     )
     models: tuple[str, ...] = _setting(
         MODEL_NAMES, "ML_MODELS", "Comma-separated models to serve."
@@ -154,6 +160,9 @@ class Settings:
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError("ML_DEVICE", self.device, f"one of {', '.join(DEVICES)}")
+        if self.image_runtime not in IMAGE_RUNTIMES:
+            raise ConfigError("ML_IMAGE_RUNTIME", self.image_runtime,
+                              f"one of {', '.join(IMAGE_RUNTIMES)}")
         unknown = [m for m in self.models if m not in MODEL_NAMES]
         if unknown or not self.models:
             raise ConfigError(

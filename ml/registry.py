@@ -38,7 +38,7 @@ class Model(Protocol):
 Builder = Callable[[Settings, ArtifactStore], Model]
 
 # The one place models are registered: name -> "module:function" building it. Resolved on
-# first use so that importing ml stays cheap (torch is imported only with the image model).
+# first use so that importing ml stays cheap (and torch is imported only on CUDA).
 BUILDERS: dict[str, str] = {
     "sentiment": "ml.sentiment:build",
     "image": "ml.image:build",

@@ -1,4 +1,5 @@
-"""Image model: weights load strictly, golden photos, decoding of every kind of input."""
+"""Image model: weights load strictly, golden photos, the ONNX Runtime graph agrees with the
+torch network, decoding of every kind of input."""
 
 from __future__ import annotations
 
@@ -12,18 +13,21 @@ import pytest
 import torch
 from PIL import Image
 
-from ml.artifacts import package_file
+from ml.artifacts import ArtifactStore, package_file
+from ml.config import Settings
 from ml.errors import InvalidInput
 from ml.image import (
     WEIGHTS_FILE,
     WEIGHTS_PACKAGE,
-    EfficientNetLite0,
     ImageResult,
     Preprocess,
+    build,
     decode,
+    export_onnx,
     imagenet_labels,
     resolve_device,
 )
+from ml.image_net import EfficientNetLite0
 from tests.conftest import encoded, photo
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -61,14 +65,66 @@ def test_golden_photos(image_model, name: str, expected: set[str], min_confidenc
     assert top.confidence >= min_confidence
 
 
-def test_fused_network_matches_the_reference_network(image_model) -> None:  # type: ignore[no-untyped-def]
+def reference_probabilities(images: list[Image.Image]) -> np.ndarray:
+    """The unfused torch network, straight from the weights file."""
     reference = EfficientNetLite0()
     reference.load_state_dict(torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE),
                                          map_location="cpu", weights_only=True))
-    x = Preprocess()(photo("chelsea"))
+    x = torch.from_numpy(np.stack([Preprocess()(image) for image in images]))
     with torch.inference_mode():
-        expected = torch.softmax(reference.eval()(x[None]), dim=1).numpy()
-    assert np.abs(image_model.probabilities([x]) - expected).max() < 1e-4
+        return torch.softmax(reference.eval()(x), dim=1).numpy()
+
+
+SAMPLES = ("chelsea", "coffee", "astronaut", "rocket")
+
+
+def test_served_model_matches_the_reference_network(image_model) -> None:  # type: ignore[no-untyped-def]
+    """What serves (ONNX Runtime on CPU: BatchNorm folded, exported graph) gives the
+    reference network's probabilities, in one batch and one by one."""
+    images = [photo(name) for name in SAMPLES]
+    expected = reference_probabilities(images)
+    pixels = [Preprocess()(image) for image in images]
+    assert image_model.forward.runtime == "onnxruntime"
+    assert np.abs(image_model.probabilities(pixels) - expected).max() < 1e-4
+    for one, row in zip(pixels, expected, strict=True):
+        assert np.abs(image_model.probabilities([one])[0] - row).max() < 1e-4
+
+
+def test_torch_runtime_agrees_with_onnx_runtime(settings: Settings, image_model) -> None:  # type: ignore[no-untyped-def]
+    """ML_IMAGE_RUNTIME=torch (the CUDA path's code, run on CPU here) gives the same top-5."""
+    on_torch = build(settings.replace(image_runtime="torch"), ArtifactStore(settings.cache_dir))
+    assert on_torch.forward.runtime == "torch"
+    for name in SAMPLES:
+        ours, theirs = (m.predict_one(photo(name), top_k=5) for m in (image_model, on_torch))
+        assert [p.label for p in ours.predictions] == [p.label for p in theirs.predictions]
+        assert [p.confidence for p in ours.predictions] == pytest.approx(
+            [p.confidence for p in theirs.predictions], abs=1e-4)
+
+
+def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:  # type: ignore[no-untyped-def]
+    """All three models loaded and an image classified, on CPU, without importing torch
+    (~500 MiB resident)."""
+    import subprocess
+    import sys
+
+    registry.warmup()  # the child loads cached artifacts, the ONNX graph included
+    png = settings.cache_dir / "coffee-check.png"
+    png.write_bytes(encoded(photo("coffee")))
+    check = ("import sys; from ml.config import Settings; from ml.registry import Registry; "
+             "registry = Registry(Settings.from_env()); registry.warmup(); "
+             "top = registry.get('image').predict_one(open(sys.argv[1], 'rb').read()); "
+             "assert top.predictions[0].label == 'espresso', top; "
+             "assert 'torch' not in sys.modules, 'torch was imported'")
+    result = subprocess.run([sys.executable, "-c", check, str(png)], capture_output=True,
+                            text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_broken_weights_fail_the_export_with_the_reason(tmp_path: Path) -> None:
+    broken = tmp_path / "weights.pth"
+    broken.write_bytes(b"not a checkpoint")
+    with pytest.raises(RuntimeError, match=r"exporting .* to ONNX failed: .+"):
+        export_onnx(broken)
 
 
 def test_result_shape_and_order(image_model) -> None:  # type: ignore[no-untyped-def]
