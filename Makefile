@@ -11,7 +11,7 @@ PYTEST_ARGS ?=
 SERVING_FLAGS := --no-access-log --timeout-graceful-shutdown 20 \
   --http api.protocol:GuardedHttpToolsProtocol
 
-.PHONY: run api browser test test-fast lint notebook bench reliability clean
+.PHONY: run api system-tools test test-fast lint notebook bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -37,14 +37,19 @@ api: $(VENV)/.runtime
 	$(BIN)/python -m api.workers --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 	  $(SERVING_FLAGS)
 
-# Debian's chromium drives the real-browser tests (Playwright uses it, downloads nothing).
-browser:
-	@command -v chromium >/dev/null 2>&1 || { \
+# Debian packages the tests and benchmarks drive: chromium for the real-browser tests
+# (Playwright uses it, downloads nothing) and wrk, the C load generator.
+SYSTEM_TOOLS := chromium wrk
+system-tools:
+	@missing=""; for tool in $(SYSTEM_TOOLS); do \
+	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \
+	if [ -n "$$missing" ]; then \
 	  if [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1; then \
-	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; \
-	  else echo "chromium is missing and this is not root: browser tests will be skipped"; fi; }
+	    apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq $$missing; \
+	  else echo "missing:$$missing and this is not root: browser tests skip without" \
+	    "chromium; load tests and the harness use the Python client without wrk"; fi; fi
 
-test: $(VENV)/.dev browser
+test: $(VENV)/.dev system-tools
 	$(BIN)/ruff check .
 	$(BIN)/python -m mypy ml api benchmarks
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -61,7 +66,7 @@ notebook: $(VENV)/.dev
 	$(BIN)/pip install --quiet -r requirements-notebook.txt
 	$(BIN)/jupyter lab notebooks/
 
-bench: $(VENV)/.dev
+bench: $(VENV)/.dev system-tools
 	$(BIN)/python -m benchmarks inprocess
 	$(BIN)/python -m benchmarks run
 

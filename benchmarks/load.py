@@ -8,6 +8,11 @@ with every result so a reader can check it was not the bottleneck.
 from __future__ import annotations
 
 import asyncio
+import json
+import resource
+import shutil
+import subprocess
+import tempfile
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -164,3 +169,86 @@ def inprocess_load(call: Callable[[Any], object], inputs: Sequence[Any], *, conc
     result.client_cpu = time.process_time() - cpu
     result.statuses = {200: len(result.latencies)}
     return result
+
+
+# -- wrk ----------------------------------------------------------------------------------------
+
+# wrk's Lua hooks: cycle through the bodies; at the end print one JSON line with the exact
+# percentiles from wrk's own latency histogram (microseconds) and its error counts.
+_WRK_SCRIPT = """
+local bodies = {%(bodies)s}
+local headers = {["Content-Type"] = "application/json"}
+local i = 0
+request = function()
+  i = i + 1
+  return wrk.format("POST", %(path)s, headers, bodies[(i %% #bodies) + 1])
+end
+done = function(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'WRK {"requests": %%d, "duration_us": %%d, "non_2xx": %%d, "socket_errors": %%d, '
+    .. '"avg_us": %%.1f, "min_us": %%d, "p50_us": %%d, "p95_us": %%d, "p99_us": %%d}\\n',
+    summary.requests, summary.duration, e.status, e.connect + e.read + e.write + e.timeout,
+    latency.mean, latency.min, latency:percentile(50), latency:percentile(95),
+    latency:percentile(99)))
+end
+"""
+
+
+def _lua_string(data: bytes) -> str:
+    """`data` as a Lua long-bracket string literal (no escapes needed inside)."""
+    text = data.decode()
+    level = 0
+    while f"]{'=' * level}]" in text:
+        level += 1
+    return f"[{'=' * level}[{text}]{'=' * level}]"
+
+
+def wrk_version() -> str | None:
+    """wrk's version string, or None where it is not installed."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        return None
+    done = subprocess.run([wrk, "--version"], capture_output=True, text=True, timeout=10,
+                          check=False)
+    first = (done.stdout or done.stderr).strip().splitlines()
+    return first[0].split(" [")[0] if first else "wrk"
+
+
+def wrk_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
+             seconds: float) -> dict[str, Any]:
+    """POST `bodies` (cycled) for `seconds` over `concurrency` keep-alive connections from
+    one wrk thread; a summary shaped like `stats.summarize` plus throughput and errors.
+
+    wrk is a C load generator: per request it costs a small fraction of the CPU of the
+    Python client, which matters on a 2-core machine where the client shares the cores
+    with the server it measures (its CPU share is reported)."""
+    wrk = shutil.which("wrk")
+    if wrk is None:
+        raise FileNotFoundError("wrk is not installed (apt-get install wrk)")
+    seconds = min(seconds, MAX_SECONDS)
+    script = _WRK_SCRIPT % {"bodies": ", ".join(_lua_string(b) for b in bodies),
+                            "path": _lua_string(path.encode())}
+    with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
+        lua.write(script)
+        lua.flush()
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        done = subprocess.run(
+            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+             "--timeout", "10s", "-s", lua.name, url],
+            capture_output=True, text=True, timeout=seconds + 30, check=False)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    line = next((x for x in done.stdout.splitlines() if x.startswith("WRK ")), None)
+    if done.returncode != 0 or line is None:
+        raise RuntimeError(f"wrk failed ({done.returncode}): {done.stderr.strip()[-500:]}")
+    raw = json.loads(line[4:])
+    elapsed = raw["duration_us"] / 1e6
+    answered = raw["requests"]
+    cpu = (after.ru_utime - before.ru_utime) + (after.ru_stime - before.ru_stime)
+    ok = answered - raw["non_2xx"]
+    return {"n": answered, "avg_ms": round(raw["avg_us"] / 1e3, 4),
+            "p50_ms": round(raw["p50_us"] / 1e3, 4), "p95_ms": round(raw["p95_us"] / 1e3, 4),
+            "p99_ms": round(raw["p99_us"] / 1e3, 4), "min_ms": round(raw["min_us"] / 1e3, 4),
+            "throughput_rps": round(ok / elapsed, 1) if elapsed else 0.0,
+            "errors": raw["non_2xx"] + raw["socket_errors"], "elapsed_s": round(elapsed, 3),
+            "client_cpu_share": round(cpu / elapsed, 3) if elapsed else 0.0}

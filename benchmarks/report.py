@@ -108,15 +108,19 @@ def markdown(record: dict[str, Any]) -> str:
     workers = results.get("workers", {})
     if workers.get("1"):
         lines += ["", "## API-only server, worker processes (sentiment, concurrency 32)", "",
-                  "`make api WORKERS=n` (`uvicorn api.app:app --workers n`), sentiment model "
-                  "only, measured one after the other.", "",
-                  "| workers | requests/s | p50 ms | p99 ms | errors |",
-                  "|---:|---:|---:|---:|---:|"]
+                  "`make api WORKERS=n` (`python -m api.workers --workers n`: one "
+                  "`SO_REUSEPORT` socket per worker), sentiment model only. Both servers up, "
+                  "measured in alternating rounds; the median round is shown. Load from "
+                  f"{workers.get('client', 'the Python client')}.", "",
+                  "| workers | requests/s (median) | every round | p50 ms | p99 ms | client CPU "
+                  "| errors |", "|---:|---:|---|---:|---:|---:|---:|"]
         for count in ("1", "2", "4"):
             f = workers.get(count)
             if f and f.get("n"):
-                lines.append(f"| {count} | {f['throughput_rps']:.0f} | {f['p50_ms']:.2f} | "
-                             f"{f['p99_ms']:.2f} | {f['errors']} |")
+                rounds = ", ".join(f"{r:.0f}" for r in f.get("rounds_rps", []))
+                lines.append(f"| {count} | {f['throughput_rps']:.0f} | {rounds} | "
+                             f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
+                             f"{f['client_cpu_share']:.2f} | {f['errors']} |")
         if "two_over_one" in workers:
             lines += ["", f"2 workers / 1 worker: **{workers['two_over_one']}x**."]
     memory = results.get("memory", {})

@@ -6,13 +6,15 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
-from benchmarks.load import http_load, inprocess_load
+from benchmarks.load import http_load, inprocess_load, wrk_load
 from benchmarks.services import running
 from ml.config import Settings
 
@@ -89,3 +91,25 @@ def test_http_load_against_a_real_server(settings: Settings, registry, tmp_path:
     assert good.count == 40 and good.errors == 0 and good.statuses == {200: 40}
     assert good.throughput > 0 and good.client_cpu >= 0
     assert bad.errors == 10 and bad.statuses == {422: 10}
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="wrk is not installed (make test "
+                    "installs it where it can)")
+def test_wrk_load_against_a_real_server(settings: Settings, registry, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """wrk with the generated Lua script: every body is sent, answers are counted, refusals
+    are errors; quotes and brackets in bodies survive the Lua quoting."""
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_RATE_LIMIT_PER_SECOND": "0",
+           "ML_MODELS": "sentiment"}
+    bodies = [b'{"text": "great ]] \\"quoted\\" ]=] film"}', b'{"text": "awful"}']
+    with running("api", env, tmp_path) as server:
+        good = wrk_load(server.url, "/api/predict/sentiment", bodies, concurrency=4,
+                        seconds=1)
+        bad = wrk_load(server.url, "/api/predict/sentiment", [b'{"text": ""}'],
+                       concurrency=2, seconds=1)
+        ready = httpx.get(f"{server.url}/health/ready", timeout=10).status_code
+    assert good["n"] > 10 and good["errors"] == 0 and good["throughput_rps"] > 0
+    assert 0 < good["min_ms"] <= good["p50_ms"] <= good["p99_ms"]
+    assert bad["n"] > 0 and bad["errors"] == bad["n"] and bad["throughput_rps"] == 0
+    assert ready == 200
