@@ -55,8 +55,10 @@ def markdown(record: dict[str, Any]) -> str:
         "each request over HTTP to a model-server process (one per model); **FastAPI "
         "peer** serves the same trained sentiment pipeline from a plain FastAPI app "
         "calling scikit-learn's `predict_proba` (one worker, uvicorn with the same httptools "
-        "and uvloop). The load client is a keep-alive asyncio client on the same machine; "
-        "its CPU share is reported.",
+        "and uvloop). The load client is a keep-alive asyncio client (on uvloop) on the "
+        "same machine, its CPU share reported; the worker-scaling figures use wrk where it "
+        "is installed. On CPU the image model runs in ONNX Runtime in every server (torch "
+        "is never imported there).",
         "",
         *targets_table(results.get("targets", [])),
         "## Latency at concurrency 1 (ms)",
