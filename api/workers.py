@@ -22,6 +22,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
@@ -46,6 +47,9 @@ class Options:
     log_level: str = "info"
     timeout_graceful_shutdown: int | None = None
     backlog: int = 2048
+    # the API loads its models in its lifespan: a failure there must stop the server, not
+    # be taken (uvicorn's "auto") for an app without lifespan support
+    lifespan: str = "on"
 
     def config(self) -> uvicorn.Config:
         return uvicorn.Config(APP, **asdict(self))
@@ -61,15 +65,29 @@ def reuse_port_socket(host: str, port: int) -> socket.socket:
     return sock
 
 
-def serve_worker(options: Options) -> None:
+def serve_worker(options: Options, parent: int) -> None:
     """One worker: its own SO_REUSEPORT socket, then uvicorn. The socket starts listening
-    only once the app has loaded its models, so no connection waits on a loading worker."""
+    only once the app has loaded its models, so no connection waits on a loading worker.
+    If the supervisor dies (even by SIGKILL) the worker shuts down gracefully instead of
+    serving on as an orphan."""
+    threading.Thread(target=_exit_with, args=(parent,), name="parent-watch",
+                     daemon=True).start()
     try:
         sock = reuse_port_socket(options.host, options.port)
     except OSError as exc:
         logger.error("cannot bind %s:%s: %s", options.host, options.port, exc)
         sys.exit(STARTUP_FAILURE)
-    uvicorn.Server(options.config()).run(sockets=[sock])
+    server = uvicorn.Server(options.config())
+    server.run(sockets=[sock])
+    if not server.started:  # the app failed to start: it would fail the same way again
+        sys.exit(STARTUP_FAILURE)
+
+
+def _exit_with(parent: int, every_s: float = 0.5) -> None:
+    while os.getppid() == parent:
+        time.sleep(every_s)
+    logger.warning("supervisor %s is gone; shutting down", parent)
+    os.kill(os.getpid(), signal.SIGTERM)  # uvicorn's handler: drain, then exit
 
 
 class Supervisor:
@@ -86,8 +104,8 @@ class Supervisor:
         self._context = multiprocessing.get_context("spawn")
 
     def _start(self) -> BaseProcess:
-        process = self._context.Process(target=serve_worker, args=(self.options,),
-                                        name="api-worker")
+        process = self._context.Process(target=serve_worker,
+                                        args=(self.options, os.getpid()), name="api-worker")
         process.start()
         logger.info("started worker %s", process.pid)
         return process
@@ -164,8 +182,9 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, int]:
 def main(argv: Sequence[str] | None = None) -> int:
     options, workers = parse(argv)
     if workers == 1:
-        uvicorn.Server(options.config()).run()
-        return 0
+        server = uvicorn.Server(options.config())
+        server.run()
+        return 0 if server.started else STARTUP_FAILURE
     logging.basicConfig(level=options.log_level.upper(), format="%(levelname)s: %(message)s")
     logger.info("serving %s on http://%s:%s with %s workers (SO_REUSEPORT)", APP,
                 options.host, options.port, workers)

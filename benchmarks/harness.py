@@ -10,6 +10,7 @@ import base64
 import contextlib
 import importlib.util
 import json
+import statistics
 import tempfile
 import time
 from collections.abc import Callable, Iterator
@@ -209,12 +210,14 @@ def workers_scaling(plan: Plan, settings: Settings, inputs: Inputs,
 
     Both servers stay up (an idle one costs no CPU) and are measured in alternating rounds,
     1, 2, 1, 2, ...: this machine's speed drifts by tens of percent over minutes, and
-    alternation lets both see the same drift. The ratio is of the per-count medians.
+    alternation lets both see the same drift. Each round gives a 2/1 ratio from two
+    neighbouring measurements; the figure is the median of those ratios (a paired design:
+    drift between rounds cancels). The throughputs shown are each count's median round.
     The load comes from wrk where it is installed: on 2 cores the client shares the CPU
     with the workers, and wrk needs far less of it than the Python client."""
     env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir), "ML_MODELS": "sentiment"}
     bodies = inputs.bodies("sentiment")
-    rounds = 1 if plan.quick else 3
+    rounds = 1 if plan.quick else 5
     seconds = plan.seconds_high("sentiment") / (1 if plan.quick else 2)
     client = wrk_version()
 
@@ -240,8 +243,12 @@ def workers_scaling(plan: Plan, settings: Settings, inputs: Inputs,
     for workers, results in runs.items():
         median = sorted(results, key=lambda r: r["throughput_rps"])[len(results) // 2]
         out[workers] = {**median, "rounds_rps": [r["throughput_rps"] for r in results]}
-    if "1" in out and "2" in out and out["1"]["throughput_rps"]:
-        out["two_over_one"] = round(out["2"]["throughput_rps"] / out["1"]["throughput_rps"], 2)
+    if "1" in runs and "2" in runs:
+        pairs = [two["throughput_rps"] / one["throughput_rps"]
+                 for one, two in zip(runs["1"], runs["2"], strict=True) if one["throughput_rps"]]
+        if pairs:
+            out["round_ratios"] = [round(r, 2) for r in pairs]
+            out["two_over_one"] = round(statistics.median(pairs), 2)
     return out
 
 

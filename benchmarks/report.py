@@ -112,7 +112,8 @@ def markdown(record: dict[str, Any]) -> str:
         lines += ["", "## API-only server, worker processes (sentiment, concurrency 32)", "",
                   "`make api WORKERS=n` (`python -m api.workers --workers n`: one "
                   "`SO_REUSEPORT` socket per worker), sentiment model only. Both servers up, "
-                  "measured in alternating rounds; the median round is shown. Load from "
+                  "measured in alternating rounds (1, 2, 1, 2, ...); each count's median "
+                  "round is shown. Load from "
                   f"{workers.get('client', 'the Python client')}.", "",
                   "| workers | requests/s (median) | every round | p50 ms | p99 ms | client CPU "
                   "| errors |", "|---:|---:|---|---:|---:|---:|---:|"]
@@ -124,7 +125,9 @@ def markdown(record: dict[str, Any]) -> str:
                              f"{f['p50_ms']:.2f} | {f['p99_ms']:.2f} | "
                              f"{f['client_cpu_share']:.2f} | {f['errors']} |")
         if "two_over_one" in workers:
-            lines += ["", f"2 workers / 1 worker: **{workers['two_over_one']}x**."]
+            per_round = ", ".join(f"{r:.2f}" for r in workers.get("round_ratios", []))
+            lines += ["", f"2 workers / 1 worker: **{workers['two_over_one']}x**, the median "
+                          f"of the rounds' ratios ({per_round})."]
     memory = results.get("memory", {})
     if memory.get("peak_rss_mb"):
         lines += ["", "## Memory (peak RSS per process, MiB)", "", "| process | peak RSS |",

@@ -74,7 +74,7 @@ class MBConv(nn.Module):
         super().__init__()
         mid = c_in * expand
         self.has_expand = expand != 1
-        # Typed as nn.Module: inference folds each BatchNorm into its conv (see _optimise).
+        # Typed as nn.Module: inference folds each BatchNorm into its conv (fold_batchnorm).
         if self.has_expand:
             self._expand_conv: nn.Module = Conv2dSame(c_in, mid, 1, bias=False)
             self._bn0: nn.Module = nn.BatchNorm2d(mid, eps=BN_EPS)

@@ -113,3 +113,29 @@ def test_sigterm_stops_every_worker(two_workers: Server) -> None:
     assert two_workers.stop() == 0
     _gone, alive = psutil.wait_procs(children, timeout=10)
     assert not alive
+
+
+@pytest.mark.parametrize("workers", ["1", "2"])
+def test_an_app_that_cannot_start_stops_the_server(tmp_path, workers: str) -> None:  # type: ignore[no-untyped-def]
+    """A broken setting fails every worker's startup the same way: the server exits with an
+    error instead of restarting workers forever."""
+    import subprocess
+    import sys
+
+    from benchmarks.services import ROOT, free_port
+
+    env = {**os.environ, "ML_CACHE_DIR": str(tmp_path), "ML_MODELS": "no-such-model",
+           "PYTHONPATH": str(ROOT)}
+    done = subprocess.run([sys.executable, "-m", "api.workers", "--port", str(free_port()),
+                           "--workers", workers], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=120)
+    assert done.returncode != 0
+    assert "ML_MODELS" in done.stderr
+
+
+def test_workers_do_not_outlive_a_killed_supervisor(two_workers: Server) -> None:
+    workers = list(listening_workers(two_workers).values())
+    two_workers.process.kill()  # SIGKILL: no chance to stop them itself
+    two_workers.process.wait(10)
+    _gone, alive = psutil.wait_procs(workers, timeout=30)
+    assert not alive
