@@ -3,7 +3,16 @@
 A worker thread takes the first queued item and dispatches at once if nothing else is
 waiting (an idle server never waits for a batch to fill); under load, items that queued up
 while the previous batch computed go together, up to `max_batch_size`, waiting at most
-`max_wait_ms` for stragglers. The queue is bounded: a full queue refuses new items at once
+`max_wait_ms` for stragglers.
+
+`max_wait_ms` defaults to 0 (like Triton's dynamic batcher): a batch is exactly what queued
+while the previous call ran. Waiting pays only when arrivals are spread out and a fuller
+batch is much cheaper per item. Under closed-loop load (N clients, each waiting for its
+answer) it is pure loss: once every client's request is in the batch no straggler can come,
+and the model sits idle for the whole wait. Measured with 16 connections per API worker and
+a 1 ms wait: each worker busy ~80% of the time, 10-13% of the machine idle; with 0: 2%.
+
+The queue is bounded: a full queue refuses new items at once
 (Overloaded) instead of letting callers wait without limit, and an item whose deadline
 passed while it queued is dropped before compute (DeadlineExceeded).
 
@@ -69,7 +78,7 @@ class Batcher(Generic[T, R]):
     """Runs `predict(list_of_items) -> list_of_results` on batches of concurrent submissions."""
 
     def __init__(self, predict: Callable[[list[T]], Sequence[R]], *, name: str,
-                 max_batch_size: int = 16, max_wait_ms: float = 2.0, max_queue: int = 256,
+                 max_batch_size: int = 16, max_wait_ms: float = 0.0, max_queue: int = 256,
                  observer: Observer | None = None) -> None:
         if max_batch_size < 1 or max_queue < 1 or max_wait_ms < 0:
             raise ValueError("max_batch_size and max_queue must be >= 1, max_wait_ms >= 0")

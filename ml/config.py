@@ -131,8 +131,8 @@ class Settings:
         64, "ML_SENTIMENT_MAX_BATCH", "Most texts the sentiment batcher joins into one call."
     )
     sentiment_max_wait_ms: float = _setting(
-        1.0, "ML_SENTIMENT_MAX_WAIT_MS",
-        "Longest a sentiment batch waits for more texts (only while others are arriving)."
+        0.0, "ML_SENTIMENT_MAX_WAIT_MS",
+        "Longest a sentiment batch waits for more texts (0: a batch is what queued meanwhile)."
     )
     sentiment_max_queue: int = _setting(
         1024, "ML_SENTIMENT_MAX_QUEUE", "Sentiment requests that may wait; more get 503."
@@ -142,7 +142,8 @@ class Settings:
         "Most images in one forward pass (0: the model's choice, 4 on CPU, 32 on a GPU)."
     )
     image_max_wait_ms: float = _setting(
-        5.0, "ML_IMAGE_MAX_WAIT_MS", "Longest an image batch waits for more images."
+        0.0, "ML_IMAGE_MAX_WAIT_MS",
+        "Longest an image batch waits for more images (0: a batch is what queued meanwhile)."
     )
     image_max_queue: int = _setting(
         64, "ML_IMAGE_MAX_QUEUE", "Images that may wait for the model; more get 503."
@@ -151,7 +152,8 @@ class Settings:
         32, "ML_RECOMMENDER_MAX_BATCH", "Most recommendation queries served in one call."
     )
     recommender_max_wait_ms: float = _setting(
-        1.0, "ML_RECOMMENDER_MAX_WAIT_MS", "Longest a recommendation batch waits."
+        0.0, "ML_RECOMMENDER_MAX_WAIT_MS",
+        "Longest a recommendation batch waits for more queries (0: what queued meanwhile)."
     )
     recommender_max_queue: int = _setting(
         1024, "ML_RECOMMENDER_MAX_QUEUE", "Recommendation queries that may wait; more get 503."
@@ -205,7 +207,7 @@ class Settings:
     def batching_for(self, model: str) -> BatchLimits:
         """The batcher limits of `model` (defaults for models without their own)."""
         if model not in MODEL_NAMES:
-            return BatchLimits(16, 2.0, 256)
+            return BatchLimits(16, 0.0, 256)
         return BatchLimits(getattr(self, f"{model}_max_batch"),
                            getattr(self, f"{model}_max_wait_ms"),
                            getattr(self, f"{model}_max_queue"))
