@@ -32,6 +32,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         choices=harness.PATHS)
     parser.add_argument("--workers", nargs="*", type=int, default=[1, 2],
                         help="worker counts for the API-only scaling run (none: skip it)")
+    parser.add_argument("--device", choices=["cpu", "cuda"], default="cpu",
+                        help="the image model's device in every measured server (harness)")
     parser.add_argument("--markdown", type=Path, default=None,
                         help="where to write BENCHMARKS.md (default: repo root, full runs)")
     argv = list(sys.argv[1:] if argv is None else argv)
@@ -64,7 +66,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 def run_harness(args: argparse.Namespace) -> int:
     """Run every call path side by side; write JSON, CSV and (full runs) BENCHMARKS.md."""
     plan = harness.Plan(quick=args.quick, models=tuple(args.models), paths=tuple(args.paths),
-                        workers=tuple(args.workers))
+                        workers=tuple(args.workers), device=args.device)
     before = machine_info()
     results = harness.run(plan)
     record = {"benchmark": "run", "quick": args.quick, "machine": before,

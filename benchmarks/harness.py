@@ -49,6 +49,7 @@ class Plan:
     models: tuple[str, ...] = MODELS
     paths: tuple[str, ...] = PATHS
     workers: tuple[int, ...] = (1, 2)  # API-only multi-worker scaling; () skips it
+    device: str = "cpu"  # the image model's device in every server and in-process ("cuda")
 
     def levels(self, model: str) -> tuple[int, ...]:
         """Concurrency levels: images are ~100x slower per request than the others."""
@@ -109,9 +110,9 @@ def figures(result: LoadResult) -> dict[str, Any]:
 
 @contextlib.contextmanager
 def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings,
-             logs: Path) -> Iterator[dict[str, Any]]:
+             logs: Path, device: str = "cpu") -> Iterator[dict[str, Any]]:
     """Start the servers the chosen paths need; yields their URLs and Server handles."""
-    env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir)}
+    env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": device}
     with contextlib.ExitStack() as stack:
         found: dict[str, Any] = {"servers": {}}
         if "http" in paths:
@@ -151,14 +152,15 @@ def run(plan: Plan, settings: Settings | None = None,
         progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure everything the plan asks for; returns the result tree."""
     settings = settings or Settings.from_env()
-    registry = Registry(settings.replace(models=plan.models))
+    registry = Registry(settings.replace(models=plan.models, device=plan.device))
     registry.warmup()
     inputs = Inputs(registry) if "recommender" in plan.models else None
     if inputs is None:
         raise ValueError("the harness needs the recommender for its household ids")
-    results: dict[str, Any] = {"paths": {}, "scenario_1000_texts": {}, "memory": {}}
+    results: dict[str, Any] = {"paths": {}, "scenario_1000_texts": {}, "memory": {},
+                               "image_device": plan.device}
     with tempfile.TemporaryDirectory() as logs, \
-            topology(plan.paths, plan.models, settings, Path(logs)) as servers:
+            topology(plan.paths, plan.models, settings, Path(logs), plan.device) as servers:
         results["notes"] = servers.get("notes", [])
         for path in plan.paths:
             if path not in ("in-process",) and path not in servers:

@@ -43,7 +43,8 @@ def markdown(record: dict[str, Any]) -> str:
         f"- Load average at start: {machine['load_average']}, at end: "
         f"{record.get('load_after')}" + (" (machine busy: figures are pessimistic)"
                                          if machine.get("busy") else ""),
-        f"- When: {machine['when']}; mode: {'quick' if record['quick'] else 'full'}",
+        f"- When: {machine['when']}; mode: {'quick' if record['quick'] else 'full'}; "
+        f"image model on {record['results'].get('image_device', 'cpu')}",
         f"- Versions: {', '.join(f'{k} {v}' for k, v in machine['versions'].items())}",
         "",
         "Call paths: **in-process** calls the `ml` engine's model directly; **HTTP, one "
