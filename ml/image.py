@@ -11,6 +11,7 @@ import ast
 import importlib.util
 import io
 import logging
+import os
 import subprocess
 import sys
 import tempfile
@@ -328,11 +329,15 @@ def resolve_device(setting: str) -> str:
 def export_onnx(weights: Path, timeout_s: float = 600.0) -> bytes:
     """The network with `weights` as an ONNX graph, exported by a child process so that this
     one never imports torch. Raises RuntimeError with the child's error if it fails."""
+    # the child must find this `ml` package whatever the caller's working directory
+    root = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ,
+           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
     with tempfile.TemporaryDirectory() as scratch:
         out = Path(scratch) / "model.onnx"
         done = subprocess.run(  # noqa: S603 - this interpreter, our module, our paths
             [sys.executable, "-m", "ml.image_net", "export", str(weights), str(out)],
-            capture_output=True, text=True, timeout=timeout_s, check=False)
+            capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
         if done.returncode != 0 or not out.is_file():
             lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
             raise RuntimeError(f"exporting {weights} to ONNX failed: "

@@ -20,6 +20,7 @@ from ml.image import (
     WEIGHTS_FILE,
     WEIGHTS_PACKAGE,
     ImageResult,
+    OnnxForward,
     Preprocess,
     build,
     decode,
@@ -118,6 +119,14 @@ def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:
     result = subprocess.run([sys.executable, "-c", check, str(png)], capture_output=True,
                             text=True, timeout=300)
     assert result.returncode == 0, result.stderr[-2000:]
+
+
+def test_export_works_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """A notebook or script elsewhere (ml on its sys.path, not in its cwd) can export too."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PYTHONPATH", raising=False)
+    forward = OnnxForward(export_onnx(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)))
+    assert forward(np.zeros((2, 3, 224, 224), np.float32)).shape == (2, 1000)
 
 
 def test_broken_weights_fail_the_export_with_the_reason(tmp_path: Path) -> None:
