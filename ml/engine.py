@@ -103,8 +103,7 @@ RECIPES: dict[str, Recipe] = {
                         run=_sentiment_run),
     "image": Recipe(key=_image_key, prepare=_image_prepare, run=_image_run,
                     prepare_is_heavy=True),
-    "recommender": Recipe(key=_recommend_key, prepare=lambda m, q: q,
-                          run=lambda m, items: m.predict(items)),
+    "recommender": dataclasses.replace(GENERIC, key=_recommend_key),
 }
 
 
