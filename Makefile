@@ -6,10 +6,12 @@ PORT ?= 8501
 HOST ?= 127.0.0.1
 WORKERS ?= 1
 PYTEST_ARGS ?=
-# The API writes its own JSON access log; the guarded protocol times out slow request heads
+# The API writes its own JSON access log; the guarded protocol bounds request heads and
+# unread responses; client addresses come from the socket, X-Forwarded-For only from
+# ML_TRUSTED_PROXIES (the API's own check), never from uvicorn's loopback default
 # (benchmarks/services.py starts servers with the same flags).
-SERVING_FLAGS := --no-access-log --timeout-graceful-shutdown 20 \
-  --http api.protocol:GuardedHttpToolsProtocol
+SERVING_FLAGS := --no-access-log --no-proxy-headers --timeout-graceful-shutdown 20 \
+  --http api.protocol:GuardedHttpToolsProtocol --ws-max-size 8388608
 
 .PHONY: run api system-tools test test-fast lint notebook bench reliability clean
 

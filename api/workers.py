@@ -44,9 +44,13 @@ class Options:
     port: int = 8000
     http: str = "auto"
     access_log: bool = True
+    # client addresses come from the socket; X-Forwarded-For is the API's to judge
+    # (ML_TRUSTED_PROXIES), not uvicorn's, which believes any loopback client by default
+    proxy_headers: bool = False
     log_level: str = "info"
     timeout_graceful_shutdown: int | None = None
     backlog: int = 2048
+    ws_max_size: int = 16 * 1024 * 1024
     # the API loads its models in its lifespan: a failure there must stop the server, not
     # be taken (uvicorn's "auto") for an app without lifespan support
     lifespan: str = "on"
@@ -166,16 +170,21 @@ def parse(argv: Sequence[str] | None = None) -> tuple[Options, int]:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--http", default="auto", help="uvicorn HTTP protocol (class path)")
     parser.add_argument("--no-access-log", dest="access_log", action="store_false")
+    parser.add_argument("--no-proxy-headers", dest="proxy_headers", action="store_false",
+                        default=False,
+                        help="always on: X-Forwarded-For is judged by ML_TRUSTED_PROXIES")
     parser.add_argument("--log-level", default="info")
     parser.add_argument("--timeout-graceful-shutdown", type=int, default=None)
     parser.add_argument("--backlog", type=int, default=2048)
+    parser.add_argument("--ws-max-size", type=int, default=16 * 1024 * 1024)
     args = parser.parse_args(argv)
     if args.workers < 1:
         parser.error("--workers must be at least 1")
     options = Options(host=args.host, port=args.port, http=args.http,
-                      access_log=args.access_log, log_level=args.log_level,
+                      access_log=args.access_log, proxy_headers=args.proxy_headers,
+                      log_level=args.log_level,
                       timeout_graceful_shutdown=args.timeout_graceful_shutdown,
-                      backlog=args.backlog)
+                      backlog=args.backlog, ws_max_size=args.ws_max_size)
     return options, args.workers
 
 

@@ -75,9 +75,10 @@ class Server:
 
 
 # The uvicorn flags of `make run` / `make api` (Makefile): the API writes its own JSON access
-# log; the guarded protocol times out slow request heads.
-SERVING_FLAGS = ("--no-access-log", "--timeout-graceful-shutdown", "20",
-                 "--http", "api.protocol:GuardedHttpToolsProtocol")
+# log; the guarded protocol bounds request heads and unread responses; X-Forwarded-For is
+# judged by the API (ML_TRUSTED_PROXIES), not by uvicorn.
+SERVING_FLAGS = ("--no-access-log", "--no-proxy-headers", "--timeout-graceful-shutdown", "20",
+                 "--http", "api.protocol:GuardedHttpToolsProtocol", "--ws-max-size", "8388608")
 
 
 def command(mode: str, port: int) -> list[str]:
@@ -85,11 +86,11 @@ def command(mode: str, port: int) -> list[str]:
     if mode == "hop":
         return [sys.executable, "-m", "uvicorn", "benchmarks.hop:create_app", "--factory",
                 "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--log-level", "warning"]
+                "--no-proxy-headers", "--log-level", "warning"]
     if mode == "fastapi-peer":
         return [sys.executable, "-m", "uvicorn", "benchmarks.peer_fastapi:create_app",
                 "--factory", "--host", "127.0.0.1", "--port", str(port), "--no-access-log",
-                "--log-level", "warning"]
+                "--no-proxy-headers", "--log-level", "warning"]
     if mode == "api" or mode.startswith("api-workers-"):  # `make api [WORKERS=n]`
         workers = mode.rsplit("-", 1)[1] if mode != "api" else "1"
         return [sys.executable, "-m", "api.workers", "--host", "127.0.0.1", "--port",
