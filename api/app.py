@@ -40,11 +40,15 @@ def middleware_for(service: Service) -> list[Middleware]:
                                                "x-request-id"],
                                 expose_headers=["x-request-id", "retry-after"]))
     stack += [
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes,
+        Middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
+                   per_path={"/api/predict/image": settings.max_body_bytes},
                    timeout_s=settings.body_timeout_s),
-        Middleware(AuthMiddleware, keys=settings.api_keys),
-        Middleware(RateLimitMiddleware, rate=settings.rate_limit_per_second,
-                   burst=settings.rate_limit_burst, trusted_proxies=settings.trusted_proxies),
+        Middleware(AuthMiddleware, keys=settings.api_keys,
+                   trusted_proxies=settings.trusted_proxies,
+                   failure_rate=settings.auth_failures_per_minute / 60,
+                   failure_burst=settings.auth_failure_burst),
+        Middleware(RateLimitMiddleware, buckets=service.rate_limits,
+                   trusted_proxies=settings.trusted_proxies),
     ]
     return stack
 
@@ -76,6 +80,9 @@ def create_app(settings: Settings | None = None, registry: Registry | None = Non
 
     app = Starlette(routes=[*ROUTES, *extra_routes], middleware=middleware_for(service),
                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
+    # A path with a stray slash is a 404, not a redirect: Starlette's redirect is built
+    # from the request's Host header, and a 307 keeps the body and often the key.
+    app.router.redirect_slashes = False
     app.state.service = service
     return app
 

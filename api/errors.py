@@ -6,7 +6,7 @@ import logging
 from typing import Any
 
 from starlette.exceptions import HTTPException
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
 from api.encoding import json_response
@@ -52,10 +52,31 @@ class ApiError(Exception):
         self.headers = headers or {}
 
 
+MAX_MESSAGE_CHARS = 300
+MAX_DETAIL_ITEMS = 10
+
+
+def bounded(value: Any, chars: int = MAX_MESSAGE_CHARS) -> Any:
+    """`value` cut down for an error body: strings to `chars`, lists to their first items
+    (then a count of the rest), so no input can make an error large."""
+    if isinstance(value, str):
+        return value if len(value) <= chars else f"{value[:chars]}... ({len(value)} chars)"
+    if isinstance(value, (list, tuple)):
+        items = [bounded(v, chars) for v in value[:MAX_DETAIL_ITEMS]]
+        if len(value) > MAX_DETAIL_ITEMS:
+            items.append(f"... and {len(value) - MAX_DETAIL_ITEMS} more")
+        return items
+    if isinstance(value, dict):
+        return {str(k)[:64]: bounded(v, chars)
+                for k, v in list(value.items())[:MAX_DETAIL_ITEMS * 2]}
+    return value
+
+
 def error_body(code: str, message: str, details: dict[str, Any] | None,
                request_id: str | None) -> dict[str, Any]:
-    """The one error shape every endpoint returns."""
-    error: dict[str, Any] = {"code": code, "message": message, "details": details or {}}
+    """The one error shape every endpoint returns; its size is bounded whatever the input."""
+    error: dict[str, Any] = {"code": code, "message": bounded(message),
+                             "details": bounded(details or {})}
     if request_id:
         error["request_id"] = request_id
     return {"error": error}
@@ -121,6 +142,19 @@ async def handle_http_exception(request: Request, exc: Exception) -> Response:
                           headers=dict(exc.headers) if exc.headers else None)
 
 
+CLIENT_CLOSED = 499  # nginx's status for a client that went away before its answer
+
+
+async def handle_client_disconnect(request: Request, exc: Exception) -> Response:
+    """The client went away mid-request: nobody to answer, nothing broken. Recorded as 499
+    in the access log and metrics, never as a server error."""
+    logger.info("client went away during %s %s (request %s)", request.method,
+                request.url.path, request_id_of(request))
+    return error_response(CLIENT_CLOSED, "client_closed_request",
+                          "the client closed the connection before the request was read",
+                          request_id=request_id_of(request))
+
+
 async def handle_unexpected(request: Request, exc: Exception) -> Response:
     """A bug: log it with the request id, tell the client only the id."""
     request_id = request_id_of(request)
@@ -135,5 +169,6 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     MLError: handle_ml_error,
     ApiError: handle_api_error,
     HTTPException: handle_http_exception,
+    ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }

@@ -10,6 +10,7 @@ from collections.abc import Awaitable, Callable, Iterable
 import anyio
 import httpx
 
+from api.middleware import uint
 from ml.errors import UrlFetchFailed, UrlNotAllowed
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
@@ -26,10 +27,53 @@ async def system_resolver(host: str, port: int) -> list[str]:
     return sorted({str(info[4][0]) for info in infos})
 
 
+def _net(cidr: str) -> ipaddress.IPv6Network:
+    return ipaddress.IPv6Network(cidr)
+
+
+def _low32(ip: ipaddress.IPv6Address) -> ipaddress.IPv4Address:
+    return ipaddress.IPv4Address(int(ip) & 0xFFFFFFFF)
+
+
+# IPv6 ranges whose addresses carry an IPv4 address that a router or the host's stack may
+# turn into an IPv4 connection: each embedded address must be public too.
+_EMBEDDING: tuple[tuple[ipaddress.IPv6Network,
+                        Callable[[ipaddress.IPv6Address], list[ipaddress.IPv4Address]]], ...] = (
+    (_net("::ffff:0:0/96"), lambda ip: [_low32(ip)]),  # IPv4-mapped
+    (_net("2002::/16"), lambda ip: [ip.sixtofour] if ip.sixtofour else []),  # 6to4
+    (_net("2001::/32"), lambda ip: list(ip.teredo) if ip.teredo else []),  # Teredo
+    (_net("64:ff9b::/96"), lambda ip: [_low32(ip)]),  # NAT64, well-known prefix
+)
+# IPv6 ranges refused outright: translation for local networks only (RFC 8215), and the
+# deprecated IPv4-compatible and IPv4-translated forms.
+_REFUSED = (_net("64:ff9b:1::/48"), _net("::/96"), _net("::ffff:0:0:0/96"))
+_ISATAP = (0x00005EFE, 0x02005EFE)  # interface identifier ...:[02]00:5efe:a.b.c.d
+
+
+def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[ipaddress.IPv4Address]:
+    """The IPv4 addresses an IPv6 transition address carries (none for a plain one)."""
+    found = [v4 for network, extract in _EMBEDDING if ip in network for v4 in extract(ip)]
+    if (int(ip) >> 32) & 0xFFFFFFFF in _ISATAP:
+        found.append(_low32(ip))
+    return found
+
+
 def is_public(ip: IPAddress) -> bool:
-    """True only for globally routable unicast addresses."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
+    """True only for globally routable unicast addresses, and for an IPv6 address that
+    embeds IPv4 addresses (6to4, Teredo, NAT64, ISATAP, IPv4-mapped) only if each of them
+    is public as well."""
+    if isinstance(ip, ipaddress.IPv6Address):
+        if any(ip in network for network in _REFUSED):
+            return False
+        embedded = embedded_ipv4(ip)
+        if ip in _EMBEDDING[0][0] or ip in _EMBEDDING[3][0]:  # IPv4-mapped and NAT64:
+            return _is_public(embedded[0])  # judged as the IPv4 address they carry
+        if not all(_is_public(v4) for v4 in embedded):
+            return False
+    return _is_public(ip)
+
+
+def _is_public(ip: IPAddress) -> bool:
     return ip.is_global and not (ip.is_multicast or ip.is_reserved or ip.is_link_local
                                  or ip.is_loopback or ip.is_private or ip.is_unspecified)
 
@@ -126,7 +170,8 @@ class ImageFetcher:
 
     async def _read(self, response: httpx.Response) -> bytes:
         declared = response.headers.get("content-length")
-        if declared and declared.isdigit() and int(declared) > self.max_bytes:
+        size = uint(declared) if declared else None
+        if size is not None and size > self.max_bytes:
             raise UrlFetchFailed(f"image_url is larger than {self.max_bytes} bytes",
                                  field="image_url", limit=self.max_bytes)
         body = bytearray()

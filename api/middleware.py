@@ -3,15 +3,14 @@ Streamlit UI sharing the process is untouched."""
 
 from __future__ import annotations
 
+import hashlib
 import hmac
-import ipaddress
 import json
 import logging
-import math
 import re
 import time
 import uuid
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import anyio
@@ -20,6 +19,7 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
+from api.ratelimit import TokenBuckets, client_address, networks, retry_after
 from ml.metrics import Metrics
 
 logger = logging.getLogger("api.access")
@@ -27,6 +27,7 @@ logger = logging.getLogger("api.access")
 API_PREFIXES = ("/api/", "/health", "/metrics", "/openapi.json", "/docs")
 PROTECTED_PREFIXES = ("/api/", "/metrics")
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
+_UINT = re.compile(r"[0-9]{1,18}")
 SECURITY_HEADERS = {
     "x-content-type-options": "nosniff",
     "x-frame-options": "DENY",
@@ -50,6 +51,13 @@ async def send_error(send: Send, status: int, code: str, message: str, *,
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
     await send({"type": "http.response.body", "body": body})
+
+
+def uint(text: str) -> int | None:
+    """`text` as a non-negative integer if it is plain ASCII digits, else None (str.isdigit()
+    also accepts digits such as "²" that int() refuses)."""
+    text = text.strip()
+    return int(text) if _UINT.fullmatch(text) else None
 
 
 def route_label(path: str, known: frozenset[str]) -> str:
@@ -111,12 +119,15 @@ class RequestContextMiddleware:
 
 
 class BodyLimitMiddleware:
-    """413 for bodies over the limit: by Content-Length up front, else while streaming.
-    408 for bodies that do not arrive within `timeout_s` (slow or stalled clients)."""
+    """413 for bodies over their route's limit: by Content-Length up front, else while
+    streaming. 408 for bodies that do not arrive within `timeout_s` (slow or stalled
+    clients). `max_bytes` applies to every path not in `per_path`."""
 
-    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0) -> None:
+    def __init__(self, app: ASGIApp, max_bytes: int, timeout_s: float = 10.0,
+                 per_path: dict[str, int] | None = None) -> None:
         self.app = app
         self.max_bytes = max_bytes
+        self.per_path = dict(per_path or {})
         self.timeout_s = timeout_s
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
@@ -124,14 +135,16 @@ class BodyLimitMiddleware:
             await self.app(scope, receive, send)
             return
         request_id = scope.get("state", {}).get("request_id")
+        limit = self.per_path.get(scope["path"], self.max_bytes)
         length = Headers(scope=scope).get("content-length")
         if length is not None:
-            if not length.isdigit():
+            declared = uint(length)
+            if declared is None:
                 await send_error(send, 400, "bad_request", "invalid Content-Length",
                                  request_id=request_id)
                 return
-            if int(length) > self.max_bytes:
-                await self._too_large(send, request_id)
+            if declared > limit:
+                await self._too_large(send, request_id, limit)
                 return
         received = 0
         started = False
@@ -148,7 +161,7 @@ class BodyLimitMiddleware:
                 raise _BodyTooSlow from None
             if message["type"] == "http.request":
                 received += len(message.get("body", b""))
-                if received > self.max_bytes:
+                if received > limit:
                     raise _BodyTooLarge
             return message
 
@@ -162,7 +175,7 @@ class BodyLimitMiddleware:
             await self.app(scope, limited_receive, tracking_send)
         except _BodyTooLarge:
             if not started:
-                await self._too_large(send, request_id)
+                await self._too_large(send, request_id, limit)
         except _BodyTooSlow:
             if not started:
                 await send_error(send, 408, "request_timeout",
@@ -170,10 +183,10 @@ class BodyLimitMiddleware:
                                  request_id=request_id, details={"timeout_s": self.timeout_s},
                                  headers={"connection": "close"})
 
-    async def _too_large(self, send: Send, request_id: str | None) -> None:
+    async def _too_large(self, send: Send, request_id: str | None, limit: int) -> None:
         await send_error(send, 413, "payload_too_large",
-                         f"request body is larger than {self.max_bytes} bytes",
-                         request_id=request_id, details={"limit": self.max_bytes},
+                         f"request body is larger than {limit} bytes",
+                         request_id=request_id, details={"limit": limit},
                          headers={"connection": "close"})
 
 
@@ -195,95 +208,111 @@ def api_key_of(headers: Headers) -> str | None:
 
 
 class AuthMiddleware:
-    """When keys are configured, /api/* and /metrics need one of them (constant-time check)."""
+    """When keys are configured, /api/* and /metrics need one of them.
 
-    def __init__(self, app: ASGIApp, keys: Iterable[str]) -> None:
+    Keys are compared with `compare` (hmac.compare_digest: constant time) against every
+    configured key, without an early exit. A client that keeps sending wrong keys is
+    throttled: after `failure_burst` failures, at `failure_rate` per second, it gets 429
+    without its key even being checked, so guessing keys is slow whatever the key space.
+    """
+
+    def __init__(self, app: ASGIApp, keys: Iterable[str], *,
+                 trusted_proxies: Iterable[str] = (), failure_rate: float = 10 / 60,
+                 failure_burst: int = 20,
+                 compare: Callable[[bytes, bytes], bool] = hmac.compare_digest) -> None:
         self.app = app
         self.keys = [k.encode() for k in keys if k]
+        self.trusted = networks(trusted_proxies)
+        self.failures = TokenBuckets(failure_rate, failure_burst)
+        self.compare = compare
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if (not self.keys or scope["type"] != "http"
-                or not str(scope["path"]).startswith(PROTECTED_PREFIXES)):
+        if not self.keys or scope["type"] != "http":
             await self.app(scope, receive, send)
+            return
+        client = client_address(scope, self.trusted)
+        if not str(scope["path"]).startswith(PROTECTED_PREFIXES):
+            # open paths (probes, /health, docs) answer everyone; a valid key shows more
+            key = api_key_of(Headers(scope=scope))
+            if key and self.failures.remaining(client) >= 1:
+                if self.matches(key.encode()):
+                    scope.setdefault("state", {})["api_key_id"] = _key_id(key)
+                else:
+                    self.failures.take(client)
+            await self.app(scope, receive, send)
+            return
+        request_id = scope.get("state", {}).get("request_id")
+        if self.failures.remaining(client) < 1:
+            wait = retry_after(self.failures.take(client))
+            await send_error(send, 429, "too_many_failed_keys",
+                             f"too many requests with a wrong API key from this client; "
+                             f"retry after {wait}s", request_id=request_id,
+                             details={"retry_after_s": wait},
+                             headers={"retry-after": str(wait)})
             return
         key = api_key_of(Headers(scope=scope))
         if key and self.matches(key.encode()):
             scope.setdefault("state", {})["api_key_id"] = _key_id(key)
             await self.app(scope, receive, send)
             return
+        self.failures.take(client)
         await send_error(send, 401, "unauthorized",
                          "missing or invalid API key: send 'Authorization: Bearer <key>' or "
-                         "'X-API-Key: <key>'",
-                         request_id=scope.get("state", {}).get("request_id"),
+                         "'X-API-Key: <key>'", request_id=request_id,
                          headers={"www-authenticate": "Bearer"})
 
     def matches(self, candidate: bytes) -> bool:
         """Compare against every key without an early exit."""
         found = False
         for key in self.keys:
-            found |= hmac.compare_digest(candidate, key)
+            found |= self.compare(candidate, key)
         return found
 
 
 def _key_id(key: str) -> str:
-    import hashlib
-
     return "key:" + hashlib.sha256(key.encode()).hexdigest()[:12]
-
-
-class TokenBucket:
-    """`rate` tokens per second up to `burst`; one token per request."""
-
-    __slots__ = ("tokens", "updated")
-
-    def __init__(self, burst: float, now: float) -> None:
-        self.tokens = burst
-        self.updated = now
 
 
 class RateLimitMiddleware:
     """Per API key (or client address) token buckets on /api/*; 429 with Retry-After."""
 
-    def __init__(self, app: ASGIApp, rate: float, burst: int,
-                 trusted_proxies: Iterable[str] = (), max_clients: int = 100_000) -> None:
+    def __init__(self, app: ASGIApp, buckets: TokenBuckets,
+                 trusted_proxies: Iterable[str] = ()) -> None:
         self.app = app
-        self.rate = rate
-        self.burst = float(burst)
-        self.trusted = [ipaddress.ip_network(p, strict=False) for p in trusted_proxies]
-        self.max_clients = max_clients
-        self.buckets: dict[str, TokenBucket] = {}
+        self.buckets = buckets
+        self.trusted = networks(trusted_proxies)
+        self.limit_header = buckets.describe().encode()
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if self.rate <= 0 or scope["type"] != "http" or not str(scope["path"]).startswith("/api/"):
+        if (not self.buckets.enabled or scope["type"] != "http"
+                or not str(scope["path"]).startswith("/api/")):
             await self.app(scope, receive, send)
             return
-        now = time.monotonic()
         client = self.client_of(scope)
-        bucket = self.buckets.get(client)
-        if bucket is None:
-            if len(self.buckets) >= self.max_clients:
-                self._evict(now)
-            bucket = self.buckets[client] = TokenBucket(self.burst, now)
-        bucket.tokens = min(self.burst, bucket.tokens + (now - bucket.updated) * self.rate)
-        bucket.updated = now
-        limit_headers = {"x-ratelimit-limit": f"{self.rate:g}/s; burst={self.burst:g}"}
-        if bucket.tokens < 1.0:
-            retry_after = max(1, math.ceil((1.0 - bucket.tokens) / self.rate))
-            await send_error(send, 429, "rate_limited",
-                             f"rate limit exceeded; retry after {retry_after}s",
-                             request_id=scope.get("state", {}).get("request_id"),
-                             details={"retry_after_s": retry_after},
-                             headers={**limit_headers, "retry-after": str(retry_after),
-                                      "x-ratelimit-remaining": "0"})
+        wait = self.buckets.take(client)
+        if wait:
+            seconds = retry_after(wait)
+            await send_error(
+                send, 429, "rate_limited",
+                f"rate limit of {self.buckets.rate:g} requests/s (burst "
+                f"{self.buckets.burst:g}) per API key or client exceeded; retry after "
+                f"{seconds}s. The server's operator sets it with ML_RATE_LIMIT_PER_SECOND "
+                "and ML_RATE_LIMIT_BURST.",
+                request_id=scope.get("state", {}).get("request_id"),
+                details={"retry_after_s": seconds, "limit_per_second": self.buckets.rate,
+                         "burst": self.buckets.burst,
+                         "settings": ["ML_RATE_LIMIT_PER_SECOND", "ML_RATE_LIMIT_BURST"]},
+                headers={"x-ratelimit-limit": self.buckets.describe(),
+                         "retry-after": str(seconds), "x-ratelimit-remaining": "0"})
             return
-        bucket.tokens -= 1.0
-        remaining = str(int(bucket.tokens))
+        remaining = str(self.buckets.remaining(client)).encode()
+        limit_header = self.limit_header
 
         async def send_wrapper(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                headers["x-ratelimit-limit"] = limit_headers["x-ratelimit-limit"]
-                headers["x-ratelimit-remaining"] = remaining
+                message["headers"] = [*message.get("headers", ()),
+                                      (b"x-ratelimit-limit", limit_header),
+                                      (b"x-ratelimit-remaining", remaining)]
             await send(message)
 
         await self.app(scope, receive, send_wrapper)
@@ -293,24 +322,4 @@ class RateLimitMiddleware:
         key_id = scope.get("state", {}).get("api_key_id")
         if key_id:
             return str(key_id)
-        peer = (scope.get("client") or ("unknown", 0))[0]
-        if self.trusted and self._is_trusted(peer):
-            forwarded = Headers(scope=scope).get("x-forwarded-for", "")
-            # Walk from the nearest hop; the first address not ours is the client.
-            for hop in reversed([h.strip() for h in forwarded.split(",") if h.strip()]):
-                if not self._is_trusted(hop):
-                    return f"ip:{hop}"
-        return f"ip:{peer}"
-
-    def _is_trusted(self, address: str) -> bool:
-        try:
-            ip = ipaddress.ip_address(address)
-        except ValueError:
-            return False
-        return any(ip in network for network in self.trusted)
-
-    def _evict(self, now: float) -> None:
-        full = [k for k, b in self.buckets.items()
-                if b.tokens + (now - b.updated) * self.rate >= self.burst]
-        for key in full or list(self.buckets)[: len(self.buckets) // 2]:
-            del self.buckets[key]
+        return f"ip:{client_address(scope, self.trusted)}"

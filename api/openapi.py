@@ -5,8 +5,9 @@ from __future__ import annotations
 import html
 import json
 from functools import lru_cache
-from typing import Any, Literal
+from typing import Any
 
+import msgspec
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
 
@@ -15,14 +16,15 @@ from ml.config import Settings
 
 ERRORS = {
     "400": "Malformed JSON or multipart body, or a bad X-Request-Timeout-Ms header",
+    "411": "An upload without a Content-Length (UI uploads)",
     "401": "Missing or invalid API key (when keys are configured)",
     "404": "Unknown route",
     "405": "Method not allowed",
     "408": "The request body did not arrive within ML_BODY_TIMEOUT_S",
-    "413": "Body over ML_MAX_BODY_BYTES",
+    "413": "Body over its route's limit (ML_MAX_JSON_BODY_BYTES; images ML_MAX_BODY_BYTES)",
     "415": "Wrong Content-Type",
     "422": "Body failed validation (details.errors names each field) or invalid input",
-    "429": "Rate limited (see Retry-After)",
+    "429": "Rate limited, or too many wrong API keys (see Retry-After)",
     "500": "Bug; the body carries a request_id",
     "503": "Model unavailable or at capacity (see Retry-After)",
     "504": "Model did not answer within the request's deadline",
@@ -38,7 +40,8 @@ OPERATIONS: list[tuple[str, str, str, Any, type[BaseModel], tuple[str, ...]]] = 
     ("post", "/api/predict/batch", "Sentiment of many texts, one result per text, in order",
      schemas.BatchRequest, schemas.BatchResponse, PREDICT_ERRORS),
     ("post", "/api/predict/image", "Top-k ImageNet classes of an image (JSON or multipart)",
-     (schemas.ImageRequest, schemas.ImageUpload), schemas.ImageResponse, PREDICT_ERRORS),
+     (schemas.ImageRequest, schemas.IMAGE_UPLOAD_SCHEMA), schemas.ImageResponse,
+     PREDICT_ERRORS),
     ("post", "/api/predict/recommend", "Product recommendations for a household",
      schemas.RecommendRequest, schemas.RecommendResponse, PREDICT_ERRORS),
     ("get", "/api/models", "Each model's state, version, load time and model card", None,
@@ -57,17 +60,15 @@ OPERATIONS: list[tuple[str, str, str, Any, type[BaseModel], tuple[str, ...]]] = 
 def openapi_spec(settings: Settings) -> dict[str, Any]:
     """The OpenAPI 3.1 document of this API."""
     models: list[type[BaseModel]] = [schemas.ErrorResponse]
-    for _, _, _, request, response, _ in OPERATIONS:
-        if isinstance(request, tuple):
-            models += list(request)
-        elif request is not None:
-            models.append(request)
+    for _, _, _, _, response, _ in OPERATIONS:
         models.append(response)
-    mode: dict[type[BaseModel], Literal["validation", "serialization"]] = {
-        m: ("validation" if issubclass(m, schemas.Strict) or m is schemas.ImageUpload
-            else "serialization") for m in models}
-    _, top = models_json_schema([(m, mode[m]) for m in dict.fromkeys(models)],
+    _, top = models_json_schema([(m, "serialization") for m in dict.fromkeys(models)],
                                 ref_template="#/components/schemas/{model}")
+    # requests: the msgspec Structs the handlers decode with
+    _, requests = msgspec.json.schema_components(schemas.REQUESTS,
+                                                 ref_template="#/components/schemas/{name}")
+    top.setdefault("$defs", {}).update(requests)
+    top["$defs"]["ImageUpload"] = dict(schemas.IMAGE_UPLOAD_SCHEMA)
     components = top.get("$defs", {})
     _limits(components, settings)
     paths: dict[str, Any] = {}
@@ -95,10 +96,10 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
         if path.startswith("/api/") and settings.api_keys:
             operation["security"] = [{"bearer": []}, {"apiKey": []}]
         if isinstance(request, tuple):
-            json_schema, form_schema = request
+            json_schema, _ = request
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _ref(json_schema)},
-                "multipart/form-data": {"schema": _ref(form_schema)}}}
+                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}}}}
         elif request is not None:
             operation["requestBody"] = {"required": True, "content": {
                 "application/json": {"schema": _ref(request)}}}
@@ -132,7 +133,7 @@ def _limits(components: dict[str, Any], settings: Settings) -> None:
                                            {"required": ["image_url"]}]
 
 
-def _ref(model: type[BaseModel]) -> dict[str, str]:
+def _ref(model: type[Any]) -> dict[str, str]:
     return {"$ref": f"#/components/schemas/{model.__name__}"}
 
 

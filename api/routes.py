@@ -2,19 +2,23 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import re
+from functools import cache
 from typing import Any, TypeVar
 
-from pydantic import BaseModel, ValidationError
+import msgspec
 from starlette.datastructures import UploadFile
-from starlette.requests import Request
+from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api import schemas
 from api.encoding import json_response
 from api.errors import ApiError
+from api.middleware import uint
 from api.openapi import docs_html, openapi_spec
 from api.service import Service
 from ml.engine import ImageQuery, Served, TextQuery
@@ -24,8 +28,11 @@ from ml.recommender import Recommendations
 from ml.recommender import RecommendRequest as RecommendQuery
 from ml.sentiment import SentimentResult, validate_batch
 
-M = TypeVar("M", bound=BaseModel)
+M = TypeVar("M", bound=schemas.Strict)
 TIMEOUT_HEADER = "x-request-timeout-ms"
+# Bodies larger than this are decoded one at a time, each in a loop iteration of its own,
+# so that several arriving together never stall the event loop back to back.
+LARGE_BODY = 256 * 1024
 
 
 def service_of(request: Request) -> Service:
@@ -41,23 +48,50 @@ async def parse(request: Request, schema: type[M]) -> M:
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {media_type or 'none'!r})")
     body = await request.body()
+    if len(body) <= LARGE_BODY:
+        return decode(body, schema)
+    async with service_of(request).large_bodies:
+        await asyncio.sleep(0)  # whoever else is ready runs first
+        return decode(body, schema)
+
+
+@cache
+def _decoder(schema: type[M]) -> msgspec.json.Decoder[M]:
+    return msgspec.json.Decoder(schema)
+
+
+def decode(body: bytes, schema: type[M]) -> M:
+    """`body` decoded and validated as `schema`: 400 for malformed JSON, 422 naming the
+    first problem's field otherwise (decoding stops there)."""
     try:
-        return schema.model_validate_json(body, strict=True)
-    except ValidationError as exc:
-        raise validation_error(exc) from None
+        decoded: M = _decoder(schema).decode(body)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        raise ApiError(400, "malformed_json", f"request body is not valid JSON: {exc}") \
+            from None
+    return decoded
 
 
-def validation_error(exc: ValidationError) -> ApiError:
-    """400 for unparseable JSON, 422 naming each bad field otherwise."""
-    errors = exc.errors(include_url=False, include_context=False, include_input=False)
-    if any(e["type"] == "json_invalid" for e in errors):
-        return ApiError(400, "malformed_json", f"request body is not valid JSON: "
-                                               f"{errors[0]['msg']}")
-    fields = [{"field": ".".join(str(part) for part in e["loc"]) or "(body)",
-               "message": e["msg"], "type": e["type"]} for e in errors]
-    first = fields[0]
-    return ApiError(422, "validation_error", f"{first['field']}: {first['message']}",
-                    details={"errors": fields})
+_AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
+_NAMED = re.compile(r"field `(?P<name>[^`]*)`")
+
+
+def validation_error(message: str) -> ApiError:
+    """422 for a body of the wrong shape, naming the field msgspec stopped at."""
+    match = _AT.match(message)
+    text, path = (match["message"], match["path"] or "") if match else (message, "")
+    field = path.lstrip(".").replace("[", ".").replace("]", "")
+    named = _NAMED.search(text)  # missing or unknown fields are named in the message
+    if named and ("missing" in text or "unknown" in text):
+        field = f"{field}.{named['name']}" if field else named["name"]
+    kind = ("missing" if "missing required" in text else
+            "extra_forbidden" if "unknown field" in text else
+            "type_error" if text.startswith("Expected `") and ", got `" in text else
+            "value_error")
+    field = field or "(body)"
+    return ApiError(422, "validation_error", f"{field}: {text}",
+                    details={"errors": [{"field": field, "message": text, "type": kind}]})
 
 
 def sentiment_body(result: SentimentResult, detailed: bool) -> dict[str, Any]:
@@ -76,11 +110,12 @@ def timeout_of(request: Request, service: Service) -> float:
     if raw is None:
         return service.settings.request_timeout_s
     limit_ms = int(service.settings.max_request_timeout_s * 1e3)
-    if not raw.strip().isdigit() or not 1 <= int(raw) <= limit_ms:
+    milliseconds = uint(raw)
+    if milliseconds is None or not 1 <= milliseconds <= limit_ms:
         raise ApiError(400, "invalid_timeout",
                        f"{TIMEOUT_HEADER} must be an integer number of milliseconds from 1 to "
                        f"{limit_ms}", details={"header": TIMEOUT_HEADER})
-    return int(raw) / 1e3
+    return milliseconds / 1e3
 
 
 def served_response(body: dict[str, Any], served: Served, model: str) -> Response:
@@ -142,6 +177,8 @@ async def image_from_form(request: Request) -> tuple[bytes, int]:
     """The single `image` file (and optional `top_k`) of a multipart upload."""
     try:
         form = await request.form(max_files=1, max_fields=4)
+    except ClientDisconnect:
+        raise
     except Exception as exc:  # noqa: BLE001 - the multipart parser raises many kinds
         raise ApiError(400, "bad_multipart", f"could not parse the multipart body: {exc}") \
             from None
@@ -154,7 +191,8 @@ async def image_from_form(request: Request) -> tuple[bytes, int]:
             raise InvalidInput(f"unknown form fields: {', '.join(sorted(unknown))}",
                                field=sorted(unknown)[0])
         raw_top_k = form.get("top_k", "5")
-        if not isinstance(raw_top_k, str) or not raw_top_k.strip().lstrip("-").isdigit():
+        if not isinstance(raw_top_k, str) or not re.fullmatch(r"-?[0-9]{1,9}",
+                                                              raw_top_k.strip()):
             raise InvalidInput("top_k must be an integer", field="top_k")
         return await files[0].read(), int(raw_top_k)
     finally:
@@ -202,7 +240,11 @@ async def list_models(request: Request) -> Response:
 
 
 async def health(request: Request) -> Response:
-    body = service_of(request).health()
+    service = service_of(request)
+    # process internals (memory) only for callers with a key, when keys are configured
+    trusted = not service.settings.api_keys or bool(
+        request.scope.get("state", {}).get("api_key_id"))
+    body = service.health(internals=trusted)
     return json_response(body, status=503 if body["status"] == "unhealthy" else 200)
 
 

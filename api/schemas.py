@@ -1,18 +1,23 @@
-"""Request and response schemas: the handlers validate with them, /openapi.json shows them."""
+"""Request and response schemas.
+
+Requests are msgspec Structs: decoded straight from the body bytes in C, exact JSON types,
+unknown fields refused, and validation stops at the first problem, so refusing a hostile
+body (two million wrong items, 800k unknown keys) costs microseconds, not seconds. Responses
+are documented with pydantic models. /openapi.json shows both.
+"""
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+import msgspec
+from pydantic import BaseModel, ConfigDict, Field
 
 from ml.limits import MAX_LIMIT, MAX_TOP_K, MAX_USER_ID_CHARS
 
 
-class Strict(BaseModel):
+class Strict(msgspec.Struct, forbid_unknown_fields=True):
     """Request bodies: exact JSON types, unknown fields refused."""
-
-    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class Open(BaseModel):
@@ -24,13 +29,15 @@ class Open(BaseModel):
 # -- sentiment ------------------------------------------------------------------------------
 
 class SentimentOptions(Strict):
-    detailed: bool = Field(False, description="Add class probabilities and driving terms.")
+    detailed: Annotated[bool, msgspec.Meta(
+        description="Add class probabilities and driving terms.")] = False
 
 
 class SentimentRequest(Strict):
-    text: str = Field(description="Text to classify (1 to ML_MAX_TEXT_CHARS characters).",
-                      examples=["I love how smooth the ride was!"])
-    options: SentimentOptions = Field(default_factory=lambda: SentimentOptions())
+    text: Annotated[str, msgspec.Meta(
+        description="Text to classify (1 to ML_MAX_TEXT_CHARS characters).",
+        examples=["I love how smooth the ride was!"])]
+    options: SentimentOptions = msgspec.field(default_factory=SentimentOptions)
 
 
 class Probabilities(Open):
@@ -57,10 +64,10 @@ class SentimentResponse(Open):
 # -- batch ----------------------------------------------------------------------------------
 
 class BatchRequest(Strict):
-    texts: list[str] = Field(min_length=1, description="1 to ML_MAX_BATCH_TEXTS texts "
-                                                       "(default 2000).")
+    texts: Annotated[list[str], msgspec.Meta(
+        min_length=1, description="1 to ML_MAX_BATCH_TEXTS texts (default 2000).")]
     model: Literal["sentiment"] = "sentiment"
-    options: SentimentOptions = Field(default_factory=lambda: SentimentOptions())
+    options: SentimentOptions = msgspec.field(default_factory=SentimentOptions)
 
 
 class BatchItem(Open):
@@ -81,24 +88,26 @@ class BatchResponse(Open):
 # -- image ----------------------------------------------------------------------------------
 
 class ImageRequest(Strict):
-    image_url: str | None = Field(None, max_length=2048,
-                                  description="http(s) URL of an image; private and "
-                                              "loopback addresses are refused.")
-    image_base64: str | None = Field(None, description="The image file, base64-encoded.")
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K)
+    image_url: Annotated[str, msgspec.Meta(
+        max_length=2048,
+        description="http(s) URL of an image; private and loopback addresses are refused."
+    )] | None = None
+    image_base64: Annotated[str, msgspec.Meta(
+        description="The image file, base64-encoded.")] | None = None
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K)] = 5
 
-    @model_validator(mode="after")
-    def one_source(self) -> ImageRequest:
+    def __post_init__(self) -> None:
         if (self.image_url is None) == (self.image_base64 is None):
             raise ValueError("give exactly one of image_url or image_base64")
-        return self
 
 
-class ImageUpload(BaseModel):
-    """multipart/form-data alternative to the JSON body."""
-
-    image: bytes = Field(json_schema_extra={"format": "binary"})
-    top_k: int = Field(5, ge=1, le=MAX_TOP_K)
+# multipart/form-data alternative to the JSON body (documentation: the handler reads it)
+IMAGE_UPLOAD_SCHEMA: dict[str, Any] = {
+    "title": "ImageUpload", "type": "object", "required": ["image"],
+    "description": "multipart/form-data alternative to the JSON body.",
+    "properties": {"image": {"type": "string", "format": "binary"},
+                   "top_k": {"type": "integer", "minimum": 1, "maximum": MAX_TOP_K,
+                             "default": 5}}}
 
 
 class ImagePrediction(Open):
@@ -118,16 +127,21 @@ class ImageResponse(Open):
 # -- recommendations ------------------------------------------------------------------------
 
 class RecommendContext(Strict):
-    category: str | None = Field(None, description="Department filter, e.g. PRODUCE.")
+    category: Annotated[str, msgspec.Meta(
+        max_length=64, description="Department filter, e.g. PRODUCE.")] | None = None
 
 
 class RecommendRequest(Strict):
-    user_id: str = Field(min_length=1, max_length=MAX_USER_ID_CHARS,
-                         examples=["1234"], description="Household id; unknown ids get the "
-                                                        "popular items (strategy 'popular').")
-    context: RecommendContext = Field(default_factory=lambda: RecommendContext())
-    limit: int = Field(10, ge=1, le=MAX_LIMIT)
+    user_id: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=MAX_USER_ID_CHARS, examples=["1234"],
+        description="Household id; unknown ids get the popular items (strategy 'popular').")]
+    context: RecommendContext = msgspec.field(default_factory=RecommendContext)
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 10
     exclude_purchased: bool = True
+
+
+REQUESTS: tuple[type[Strict], ...] = (SentimentRequest, BatchRequest, ImageRequest,
+                                      RecommendRequest)
 
 
 class RecommendedItem(Open):
@@ -166,7 +180,9 @@ class HealthResponse(Open):
     status: Literal["healthy", "degraded", "unhealthy"]
     uptime: float
     models: dict[str, Literal["pending", "loading", "ready", "failed"]]
-    memory: dict[str, Any]
+    memory: dict[str, Any] | None = Field(
+        None, description="Process and host memory; when API keys are configured, only "
+                          "for a request that carries one.")
     ready: bool
     draining: bool
 

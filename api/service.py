@@ -16,6 +16,8 @@ import anyio
 import psutil
 
 from api.fetch import ImageFetcher
+from api.ratelimit import TokenBuckets
+from ml import memory
 from ml.config import Settings
 from ml.engine import Engine, Served
 from ml.errors import DeadlineExceeded, Overloaded
@@ -29,16 +31,19 @@ logger = logging.getLogger("api")
 def freeze_heap() -> None:
     """Move everything alive after warm-up (models, libraries, the UI framework: millions of
     objects) out of the garbage collector's view. Without this, each full collection walks
-    them all and stalls every request in the process for ~300 ms (measured at c=32)."""
+    them all and stalls every request in the process for ~300 ms (measured at c=32).
+    What warm-up left free goes back to the OS."""
     gc.collect()
     gc.freeze()
+    memory.trim()
 
 
 class Service:
     """The state of one API instance; built by create_app, started by the lifespan."""
 
     def __init__(self, settings: Settings, registry: Registry, metrics: Metrics | None = None,
-                 fetcher: ImageFetcher | None = None, engine: Engine | None = None) -> None:
+                 fetcher: ImageFetcher | None = None, engine: Engine | None = None,
+                 rate_limits: TokenBuckets | None = None) -> None:
         self.settings = settings
         self.registry = registry
         self.metrics = metrics or (engine.metrics if engine is not None else Metrics())
@@ -49,6 +54,10 @@ class Service:
             max_bytes=settings.max_image_bytes, timeout_s=settings.url_fetch_timeout_s,
             max_redirects=settings.url_fetch_max_redirects, allow=settings.url_fetch_allow)
         self.limiter = anyio.CapacityLimiter(settings.threadpool_size)
+        self.large_bodies = asyncio.Lock()  # large JSON bodies are decoded one at a time
+        # per API key or client; in the one process the UI pages spend from the same buckets
+        self.rate_limits = rate_limits or TokenBuckets(settings.rate_limit_per_second,
+                                                       settings.rate_limit_burst)
         self.started = time.time()
         self.warmed = threading.Event()
         self.draining = False
@@ -58,6 +67,7 @@ class Service:
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Begin warming the models in the background; readiness waits for it."""
+        memory.return_large_blocks()  # a burst of large requests must not ratchet RSS up
         if not self.settings.warmup:
             self.warmed.set()
             return
@@ -188,8 +198,8 @@ class Service:
             raise DeadlineExceeded(name, deadline) from None
 
     # -- reports ----------------------------------------------------------------------------
-    def health(self) -> dict[str, Any]:
-        """The /health body."""
+    def health(self, *, internals: bool = True) -> dict[str, Any]:
+        """The /health body; `internals` adds the process's and the host's memory."""
         statuses = self.registry.statuses()
         self.metrics.set_model_status(statuses.values())
         states = {name: status.state for name, status in statuses.items()}
@@ -199,15 +209,16 @@ class Service:
             overall = "degraded"
         else:
             overall = "unhealthy"
-        process = psutil.Process(os.getpid())
-        memory = process.memory_info()
-        return {
+        body: dict[str, Any] = {
             "status": overall,
             "uptime": round(time.time() - self.started, 3),
             "models": states,
-            "memory": {"rss_mb": round(memory.rss / 2**20, 1),
-                       "vms_mb": round(memory.vms / 2**20, 1),
-                       "system_available_mb": round(psutil.virtual_memory().available / 2**20)},
             "ready": self.ready,
             "draining": self.draining,
         }
+        if internals:
+            memory = psutil.Process(os.getpid()).memory_info()
+            body["memory"] = {
+                "rss_mb": round(memory.rss / 2**20, 1), "vms_mb": round(memory.vms / 2**20, 1),
+                "system_available_mb": round(psutil.virtual_memory().available / 2**20)}
+        return body

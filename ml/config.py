@@ -15,6 +15,8 @@ from ml.errors import ConfigError
 MODEL_NAMES = ("sentiment", "image", "recommender")
 DEVICES = ("auto", "cpu", "cuda")
 IMAGE_RUNTIMES = ("auto", "onnxruntime", "torch")
+UI_BENCHMARKS = ("auto", "on", "off")
+UI_PAGES = ("overview", "sentiment", "image", "recommendations", "benchmarks")
 
 
 def _default_cache_dir() -> Path:
@@ -69,6 +71,17 @@ class Settings:
     max_image_pixels: int = _setting(
         40_000_000, "ML_MAX_IMAGE_PIXELS", "Largest decoded image (width x height)."
     )
+    max_image_aspect: float = _setting(
+        20.0, "ML_MAX_IMAGE_ASPECT", "Most elongated image accepted (long side / short side)."
+    )
+    max_decode_bytes: int = _setting(
+        48 * 1024 * 1024, "ML_MAX_DECODE_BYTES",
+        "Memory one image may need to decode; larger images are refused (422)."
+    )
+    decode_budget_bytes: int = _setting(
+        96 * 1024 * 1024, "ML_DECODE_BUDGET_BYTES",
+        "Memory all image decodes in flight may hold together; others wait for room."
+    )
 
     # -- serving (read by the API layer; kept here so that env is read in one place) --
     api_keys: tuple[str, ...] = _setting(
@@ -83,7 +96,34 @@ class Settings:
         "Proxy addresses/CIDRs whose X-Forwarded-For is believed for rate limiting."
     )
     max_body_bytes: int = _setting(
-        12 * 1024 * 1024, "ML_MAX_BODY_BYTES", "Largest request body accepted."
+        12 * 1024 * 1024, "ML_MAX_BODY_BYTES",
+        "Largest request body accepted (an image upload)."
+    )
+    max_json_body_bytes: int = _setting(
+        4 * 1024 * 1024, "ML_MAX_JSON_BODY_BYTES",
+        "Largest body of the JSON text routes (sentiment, batch, recommendations)."
+    )
+    max_headers: int = _setting(
+        100, "ML_MAX_HEADERS", "Most header lines in one request head (then 431)."
+    )
+    max_head_bytes: int = _setting(
+        64 * 1024, "ML_MAX_HEAD_BYTES",
+        "Largest request head: request line plus headers (then 431)."
+    )
+    max_url_bytes: int = _setting(
+        8 * 1024, "ML_MAX_URL_BYTES", "Longest request target (path and query; then 414)."
+    )
+    write_timeout_s: float = _setting(
+        15.0, "ML_WRITE_TIMEOUT_S",
+        "A client that stops reading its response for this long loses the connection."
+    )
+    auth_failure_burst: int = _setting(
+        20, "ML_AUTH_FAILURE_BURST",
+        "Wrong API keys a client may send in a row before it is throttled (429)."
+    )
+    auth_failures_per_minute: float = _setting(
+        10.0, "ML_AUTH_FAILURES_PER_MINUTE",
+        "Sustained wrong API keys per minute per client once the burst is spent."
     )
     max_batch_texts: int = _setting(
         2000, "ML_MAX_BATCH_TEXTS", "Most texts one /api/predict/batch call may carry."
@@ -159,9 +199,54 @@ class Settings:
         1024, "ML_RECOMMENDER_MAX_QUEUE", "Recommendation queries that may wait; more get 503."
     )
 
+    # -- the UI (server.py, views/) --
+    ui_pages: tuple[str, ...] = _setting(
+        ("overview", "sentiment", "image", "recommendations", "benchmarks"), "ML_UI_PAGES",
+        "Comma-separated UI pages to show (overview, sentiment, image, recommendations, "
+        "benchmarks)."
+    )
+    ui_password: str = _setting(
+        "", "ML_UI_PASSWORD", "Password the UI asks for before any page (empty: none).",
+        secret=True
+    )
+    ui_benchmarks: str = _setting(
+        "auto", "ML_UI_BENCHMARKS",
+        "Live benchmark runs from the UI: auto (on when the server listens on loopback "
+        "only, otherwise only for a visitor who enters an API key), on or off."
+    )
+    ui_max_sessions: int = _setting(
+        200, "ML_UI_MAX_SESSIONS", "UI websocket sessions open at once, in total."
+    )
+    ui_max_sessions_per_client: int = _setting(
+        16, "ML_UI_MAX_SESSIONS_PER_CLIENT", "UI websocket sessions open at once per client."
+    )
+    ui_idle_timeout_s: float = _setting(
+        1800.0, "ML_UI_IDLE_TIMEOUT_S",
+        "A UI session whose browser sends nothing for this long is closed."
+    )
+    ui_upload_session_bytes: int = _setting(
+        24 * 1024 * 1024, "ML_UI_UPLOAD_SESSION_BYTES",
+        "Uploaded files one UI session may hold at once."
+    )
+    ui_upload_total_bytes: int = _setting(
+        64 * 1024 * 1024, "ML_UI_UPLOAD_TOTAL_BYTES",
+        "Uploaded files all UI sessions may hold at once, uploads in flight included."
+    )
+    ui_frame_ancestors: str = _setting(
+        "'self'", "ML_UI_FRAME_ANCESTORS",
+        "Who may frame the UI (a CSP frame-ancestors value; 'none' forbids framing)."
+    )
+
     def __post_init__(self) -> None:
         if self.device not in DEVICES:
             raise ConfigError("ML_DEVICE", self.device, f"one of {', '.join(DEVICES)}")
+        if self.ui_benchmarks not in UI_BENCHMARKS:
+            raise ConfigError("ML_UI_BENCHMARKS", self.ui_benchmarks,
+                              f"one of {', '.join(UI_BENCHMARKS)}")
+        unknown_pages = [p for p in self.ui_pages if p not in UI_PAGES]
+        if unknown_pages:
+            raise ConfigError("ML_UI_PAGES", ",".join(self.ui_pages),
+                              f"a subset of {', '.join(UI_PAGES)}")
         if self.image_runtime not in IMAGE_RUNTIMES:
             raise ConfigError("ML_IMAGE_RUNTIME", self.image_runtime,
                               f"one of {', '.join(IMAGE_RUNTIMES)}")
@@ -176,7 +261,13 @@ class Settings:
                     "request_timeout_s": 0.01, "url_fetch_timeout_s": 0.01,
                     "url_fetch_max_redirects": 0, "max_request_timeout_s": 0.01,
                     "header_timeout_s": 0.01, "body_timeout_s": 0.01,
-                    "cache_entries": 0}
+                    "cache_entries": 0, "max_image_aspect": 1, "max_decode_bytes": 1024,
+                    "decode_budget_bytes": 1024, "max_json_body_bytes": 1024,
+                    "max_headers": 8, "max_head_bytes": 1024, "max_url_bytes": 256,
+                    "write_timeout_s": 0.01, "auth_failure_burst": 1,
+                    "auth_failures_per_minute": 0.01, "ui_max_sessions": 1,
+                    "ui_max_sessions_per_client": 1, "ui_idle_timeout_s": 1,
+                    "ui_upload_session_bytes": 0, "ui_upload_total_bytes": 0}
         for model in MODEL_NAMES:
             minimums.update({f"{model}_max_batch": 0 if model == "image" else 1,
                              f"{model}_max_wait_ms": 0,
@@ -185,6 +276,9 @@ class Settings:
             if getattr(self, name) < minimum:
                 raise ConfigError(_env_name(name), str(getattr(self, name)),
                                   f"a number >= {minimum}")
+        if self.max_decode_bytes > self.decode_budget_bytes:
+            raise ConfigError("ML_MAX_DECODE_BYTES", str(self.max_decode_bytes),
+                              "at most ML_DECODE_BUDGET_BYTES")
         for cidr in (*self.trusted_proxies, *self.url_fetch_allow):
             try:
                 ipaddress.ip_network(cidr, strict=False)
@@ -226,6 +320,8 @@ class Settings:
                 default = ",".join(default)
             if f.name == "api_keys":
                 default = "(none: auth off)"
+            if f.name == "ui_password":
+                default = "(none)"
             if default is None:
                 default = "(packaged)"
             rows.append(

@@ -272,14 +272,26 @@ def test_multipart_without_or_with_many_files(client: TestClient, coffee_jpeg: b
 # -- limits, auth, rate limiting -------------------------------------------------------------
 
 def test_body_limit_by_content_length(make_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_client(max_body_bytes=2048)
+    client = make_client(max_json_body_bytes=2048)
     response = client.post("/api/predict/sentiment", json={"text": "x" * 5000})
     error = assert_error(response, 413, "payload_too_large")
     assert error["details"]["limit"] == 2048
 
 
+def test_each_route_has_its_own_body_limit(make_client, coffee_b64: str) -> None:  # type: ignore[no-untyped-def]
+    """JSON text routes stop at ML_MAX_JSON_BODY_BYTES; an image may be larger, up to
+    ML_MAX_BODY_BYTES."""
+    client = make_client(max_json_body_bytes=4096, max_body_bytes=len(coffee_b64) + 1024)
+    image = client.post("/api/predict/image", json={"image_base64": coffee_b64})
+    assert image.status_code == 200, image.text
+    big_batch = client.post("/api/predict/batch", json={"texts": ["fine"] * 2000})
+    assert assert_error(big_batch, 413, "payload_too_large")["details"]["limit"] == 4096
+    too_big = client.post("/api/predict/image", json={"image_base64": coffee_b64 * 2})
+    assert_error(too_big, 413, "payload_too_large")
+
+
 def test_body_limit_while_streaming_chunked(make_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_client(max_body_bytes=2048)
+    client = make_client(max_json_body_bytes=2048)
 
     def chunks():  # type: ignore[no-untyped-def]
         yield b'{"text": "'
@@ -369,8 +381,9 @@ def test_rate_limit_ignores_spoofed_forwarded_for(make_client) -> None:  # type:
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer: str, forwarded: str,
                                                              expected: str) -> None:
     from api.middleware import RateLimitMiddleware
+    from api.ratelimit import TokenBuckets
 
-    middleware = RateLimitMiddleware(app=None, rate=1.0, burst=1,  # type: ignore[arg-type]
+    middleware = RateLimitMiddleware(app=None, buckets=TokenBuckets(1.0, 1),  # type: ignore[arg-type]
                                      trusted_proxies=("10.0.0.0/8",))
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     scope = {"type": "http", "client": (peer, 1234), "headers": headers, "state": {}}
