@@ -18,13 +18,19 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app import create_app, serving
 from api.middleware import is_api
+from api.ratelimit import default_buckets
 from api.service import Service
+from api.ui import UiGuard
 from ml.config import Settings
 from ml.engine import default_engine
 from ml.registry import default_registry
 
-# One registry and one engine (batchers, caches) shared by the pages and the API.
-service = Service(Settings.from_env(), default_registry(), engine=default_engine())
+# One registry, one engine (batchers, caches) and one set of rate-limit buckets, shared by
+# the pages and the API.
+settings = Settings.from_env()
+service = Service(settings, default_registry(), engine=default_engine(),
+                  rate_limits=default_buckets(settings.rate_limit_per_second,
+                                              settings.rate_limit_burst))
 api = create_app(service=service)
 
 # The API app answers its own paths (with its own middleware, errors and 404/405s), mounted
@@ -60,4 +66,11 @@ class ApiFirst:
 # `streamlit run server.py` finds the st.App assignment to `app` by reading this file, then
 # imports `server:app`: the ApiFirst front below, which `uvicorn server:app` serves too.
 app: ASGIApp = st.App("app.py", routes=api_routes, lifespan=lifespan)
-app = ApiFirst(api, app)
+app = ApiFirst(api, UiGuard(
+    app, max_sessions=settings.ui_max_sessions,
+    max_sessions_per_client=settings.ui_max_sessions_per_client,
+    idle_timeout_s=settings.ui_idle_timeout_s,
+    upload_session_bytes=settings.ui_upload_session_bytes,
+    upload_total_bytes=settings.ui_upload_total_bytes,
+    frame_ancestors=settings.ui_frame_ancestors, api_keys=settings.api_keys,
+    trusted_proxies=settings.trusted_proxies))

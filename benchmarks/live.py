@@ -1,10 +1,16 @@
 """Live benchmark runs for the UI: bounded, one at a time per process, in a background
-thread, stopping by themselves when nobody is watching."""
+thread, stopping by themselves when nobody is watching.
+
+A run belongs to the page session that started it (the page keeps it in its session
+state); others only learn that a run is going. Its HTTP paths go to this very process's
+API, found from the process's own listening socket, never from a request's headers.
+"""
 
 from __future__ import annotations
 
 import contextlib
 import json
+import os
 import subprocess
 import sys
 import tempfile
@@ -42,6 +48,7 @@ class LiveRun:
     concurrency: int
     seconds: float
     base_url: str | None
+    headers: dict[str, str] = field(default_factory=dict, repr=False)  # the API key, if any
     state: State = "starting"
     message: str = ""
     current: str = ""
@@ -95,31 +102,34 @@ class LiveRun:
 
 
 _lock = threading.Lock()
-_current: LiveRun | None = None
+_active: LiveRun | None = None
 
 
 class RunInProgress(Exception):
     """Raised when a run is requested while another one is still going."""
 
 
-def current_run() -> LiveRun | None:
-    """The latest run of this process (running or finished)."""
-    return _current
+def active_run() -> LiveRun | None:
+    """The run going on in this process now, whoever started it."""
+    run = _active
+    return run if run is not None and run.active else None
 
 
 def start(registry: Registry, *, model: str, paths: tuple[str, ...], concurrency: int,
-          seconds: float, base_url: str | None) -> LiveRun:
+          seconds: float, base_url: str | None,
+          headers: dict[str, str] | None = None) -> LiveRun:
     """Start a bounded run in the background; RunInProgress if one is going."""
-    global _current
+    global _active
     if model not in ROUTES or not paths or any(p not in PATHS for p in paths):
         raise ValueError("unknown model or call path")
     run = LiveRun(model=model, paths=tuple(paths),
                   concurrency=max(1, min(int(concurrency), MAX_CONCURRENCY)),
-                  seconds=max(0.5, min(float(seconds), MAX_SECONDS)), base_url=base_url)
+                  seconds=max(0.5, min(float(seconds), MAX_SECONDS)), base_url=base_url,
+                  headers=dict(headers or {}))
     with _lock:
-        if _current is not None and _current.active:
-            raise RunInProgress("a benchmark run is already going; wait for it or stop it")
-        _current = run
+        if active_run() is not None:
+            raise RunInProgress("a benchmark run is already going; wait for it to finish")
+        _active = run
     threading.Thread(target=_execute, args=(run, registry), name="live-benchmark",
                      daemon=True).start()
     return run
@@ -166,7 +176,8 @@ def _http_in_child(run: LiveRun, url: str, route: str, bodies: list[bytes],
     command = [sys.executable, "-m", "benchmarks.loadgen", url, route, handle.name,
                "--concurrency", str(run.concurrency), "--seconds", str(run.seconds)]
     result = LoadResult()
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True,
+    env = {**os.environ, "LOADGEN_HEADERS": json.dumps(run.headers)}
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
                                cwd=Path(__file__).resolve().parents[1])
     try:
         assert process.stdout is not None
@@ -228,3 +239,37 @@ def _inputs(registry: Registry, model: str) -> dict[str, Any]:
     jpeg = buffer.getvalue()
     return {"call": (lambda data: m.predict_one(data), [jpeg]),  # type: ignore[attr-defined]
             "bodies": [json.dumps({"image_base64": base64.b64encode(jpeg).decode()}).encode()]}
+
+
+def _own_listening() -> list[tuple[str, int]]:
+    """(address, port) of every TCP socket this process listens on."""
+    import psutil
+
+    return [(c.laddr.ip, c.laddr.port) for c in psutil.Process().net_connections(kind="tcp")
+            if c.status == psutil.CONN_LISTEN]
+
+
+def listens_publicly() -> bool:
+    """True if this process listens on any address other than loopback."""
+    import ipaddress
+
+    return any(not ipaddress.ip_address(address).is_loopback
+               for address, _ in _own_listening())
+
+
+def local_api_url(timeout_s: float = 1.0) -> str | None:
+    """This process's own API, if it serves one: found from the sockets the process itself
+    listens on (known at start-up, whatever a request's Host or Forwarded headers claim),
+    and checked to answer /health/live as the API does."""
+    import httpx
+
+    for address, port in _own_listening():
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1"}.get(address, address)
+        url = f"http://[{host}]:{port}" if ":" in host else f"http://{host}:{port}"
+        try:
+            answer = httpx.get(f"{url}/health/live", timeout=timeout_s)
+            if answer.status_code == 200 and answer.json() == {"status": "alive"}:
+                return url
+        except (httpx.HTTPError, ValueError):
+            continue
+    return None

@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from typing import Any
@@ -50,11 +50,13 @@ class LoadResult:
         return len(self.latencies) / self.elapsed if self.elapsed else 0.0
 
 
-def request_bytes(url: str, path: str, body: bytes) -> bytes:
+def request_bytes(url: str, path: str, body: bytes,
+                  headers: Mapping[str, str] | None = None) -> bytes:
     """A complete keep-alive POST request."""
     host = urlsplit(url).netloc
+    extra = "".join(f"{name}: {value}\r\n" for name, value in (headers or {}).items())
     head = (f"POST {path} HTTP/1.1\r\nHost: {host}\r\nContent-Type: application/json\r\n"
-            f"Content-Length: {len(body)}\r\nConnection: keep-alive\r\n\r\n")
+            f"Content-Length: {len(body)}\r\n{extra}Connection: keep-alive\r\n\r\n")
     return head.encode() + body
 
 
@@ -101,10 +103,11 @@ async def _worker(url: str, payloads: Sequence[bytes], result: LoadResult, budge
 def http_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
               requests: int, seconds: float = MAX_SECONDS,
               on_sample: Callable[[float, float], None] | None = None,
-              stop: Callable[[], bool] = lambda: False) -> LoadResult:
+              stop: Callable[[], bool] = lambda: False,
+              headers: Mapping[str, str] | None = None) -> LoadResult:
     """Send up to `requests` POSTs over `concurrency` keep-alive connections, for at most
     `seconds` (and never more than MAX_SECONDS), or until `stop()` is true."""
-    payloads = [request_bytes(url, path, body) for body in bodies]
+    payloads = [request_bytes(url, path, body, headers) for body in bodies]
     result = LoadResult()
     budget = [requests]
 

@@ -1,12 +1,15 @@
 """`python -m benchmarks.loadgen URL ROUTE BODIES.json --concurrency N --seconds S`.
 
 Runs http_load in its own process (so it never competes with the measured server for a
-GIL) and prints one line per answered request, "t latency status", then a JSON summary."""
+GIL) and prints one line per answered request, "t latency status", then a JSON summary.
+Extra request headers (an API key) come as a JSON object in LOADGEN_HEADERS, so that they
+never show in the process list."""
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -31,7 +34,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         out.write(f"{t:.6f} {latency:.9f}\n")
 
     result = http_load(args.url, args.route, bodies, concurrency=args.concurrency,
-                       requests=args.requests, seconds=args.seconds, on_sample=on_sample)
+                       requests=args.requests, seconds=args.seconds, on_sample=on_sample,
+                       headers=json.loads(os.environ.get("LOADGEN_HEADERS") or "{}"))
     out.write("SUMMARY " + json.dumps({"elapsed": result.elapsed, "errors": result.errors,
                                        "statuses": result.statuses,
                                        "client_cpu": result.client_cpu}) + "\n")

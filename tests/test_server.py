@@ -37,9 +37,11 @@ def test_pages_and_api_share_the_loaded_models(registry: Registry) -> None:
 
 def test_server_mounts_the_api_paths_under_st_app() -> None:
     import server
+    from api.ui import UiGuard
 
     paths = {route.path for route in server.api_routes}
     assert {"/api/{path:path}", "/health", "/metrics", "/openapi.json", "/docs"} <= paths
     assert isinstance(server.app, server.ApiFirst)
     assert server.app.api is server.api
-    assert str(server.app.ui.script_path) == "app.py"  # type: ignore[attr-defined]
+    assert isinstance(server.app.ui, UiGuard)  # the UI, behind its bounds
+    assert str(server.app.ui.app.script_path) == "app.py"  # type: ignore[attr-defined]

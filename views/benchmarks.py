@@ -1,16 +1,17 @@
 """Benchmarks: call paths side by side, live on this machine; the server's own metrics;
 the latest saved harness results."""
 
+import hmac
 import json
 from pathlib import Path
 
 import altair as alt
-import httpx
 import pandas as pd
 import streamlit as st
 
+from api.ratelimit import TokenBuckets
 from benchmarks import live, report
-from views.shared import registry
+from views.shared import client, engine, registry
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 COLORS = alt.Scale(domain=list(live.PATH_LABELS.values()),
@@ -18,23 +19,53 @@ COLORS = alt.Scale(domain=list(live.PATH_LABELS.values()),
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def local_api(host: str | None) -> str | None:
-    """This server's API on loopback, if the UI is served together with it."""
-    if not host or ":" not in host:
-        return None
-    url = f"http://127.0.0.1:{host.rsplit(':', 1)[1]}"
-    try:
-        return url if httpx.get(f"{url}/health/live", timeout=1).status_code == 200 else None
-    except httpx.HTTPError:
-        return None
+def local_api() -> str | None:
+    """This process's own API (from its listening socket), if the UI is served with it."""
+    return live.local_api_url()
+
+
+@st.cache_resource(show_spinner=False)
+def key_failures() -> TokenBuckets:
+    """Wrong keys entered on this page, per visitor address (as the API throttles them)."""
+    settings = registry().settings
+    return TokenBuckets(settings.auth_failures_per_minute / 60, settings.auth_failure_burst)
+
+
+def run_permission() -> tuple[bool, dict[str, str], str]:
+    """Whether this visitor may start runs, the headers their HTTP paths send, and why not.
+
+    Runs load the server, so they are the operator's: with API keys configured a visitor
+    enters one; without keys, runs are on for a server listening on loopback only (or with
+    ML_UI_BENCHMARKS=on) and off for a public one."""
+    settings = registry().settings
+    if settings.ui_benchmarks == "off":
+        return False, {}, "Live runs are turned off on this server (ML_UI_BENCHMARKS=off)."
+    if settings.api_keys:
+        key = st.text_input("API key", type="password",
+                            help="Live runs load the server: they need one of its API keys.")
+        if not key:
+            return False, {}, "Enter an API key to start live runs."
+        if key_failures().remaining(client()) < 1:
+            return False, {}, "Too many wrong keys from your address; try again later."
+        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+            key_failures().take(client())
+            return False, {}, "That is not one of this server's API keys."
+        return True, {"authorization": f"Bearer {key}"}, ""
+    if settings.ui_benchmarks == "auto" and live.listens_publicly():
+        return False, {}, ("This server is public, so live runs are off: its operator can "
+                           "set API keys (ML_API_KEYS) or ML_UI_BENCHMARKS=on.")
+    return True, {}, ""
 
 
 st.title("Benchmarks")
 st.markdown("The same model called **in-process**, over **HTTP to this very process**, and "
             "through a **microservice hop** (a front API forwarding to a model-server "
             "process), measured now, on this machine.")
-api_url = local_api(st.context.headers.get("host"))
-run = live.current_run()
+api_url = local_api()
+allowed, headers, refusal = run_permission()
+run: live.LiveRun | None = st.session_state.get("benchmark_run")
+elsewhere = live.active_run()
+busy = elsewhere is not None and elsewhere is not run
 
 with st.form("benchmark"):
     left, right = st.columns(2)
@@ -44,21 +75,28 @@ with st.form("benchmark"):
     concurrency = left.select_slider("Concurrent requests", [1, 2, 4, 8, 16, 32], value=1)
     seconds = right.slider("Seconds per call path", 1, int(live.MAX_SECONDS), 3)
     submitted = st.form_submit_button("Run", type="primary", icon=":material/play_arrow:",
-                                      disabled=run is not None and run.active)
+                                      disabled=not allowed or busy
+                                      or (run is not None and run.active))
+if refusal:
+    st.info(refusal, icon=":material/lock:")
+if busy:
+    st.info("Another visitor's run is measuring this server now; try again when it is done.",
+            icon=":material/hourglass_top:")
 if api_url is None:
     st.caption("HTTP paths need the API in this process (`make run`); only in-process "
                "calls can be measured here.")
 st.caption("This page refreshes its charts inside the server it measures, so a few requests "
            "wait for a redraw; `python -m benchmarks run` measures from outside, without "
            "that effect.")
-if submitted:
+if submitted and allowed:
     chosen = tuple(p for p in paths if p == "in-process" or api_url is not None)
     if not chosen:
         st.warning("Choose at least one call path that is available here.")
     else:
         try:
             run = live.start(registry(), model=model, paths=chosen, concurrency=concurrency,
-                             seconds=seconds, base_url=api_url)
+                             seconds=seconds, base_url=api_url, headers=headers)
+            st.session_state["benchmark_run"] = run
         except live.RunInProgress as exc:
             st.warning(str(exc))
 
@@ -129,7 +167,7 @@ if run is not None:
 
     @st.fragment(run_every=refresh)
     def live_view() -> None:
-        current = live.current_run()
+        current: live.LiveRun | None = st.session_state.get("benchmark_run")
         if current is None:
             return
         render(current)
@@ -140,28 +178,22 @@ if run is not None:
 
 st.divider()
 st.subheader("This server's own metrics")
-if api_url is None:
-    st.caption("Not available: the API is not served by this process.")
+metrics = engine().metrics.snapshot()  # in-process: the very counters /metrics serves
+requests, perf = metrics["requests"], metrics["performance"]
+if not requests["total"] and not metrics["models"]:
+    st.caption("No API requests or model calls yet.")
 else:
-    try:
-        metrics = httpx.get(f"{api_url}/metrics", timeout=2).json()
-    except (httpx.HTTPError, ValueError):
-        metrics = None
-    if metrics and "requests" in metrics:
-        requests, perf = metrics["requests"], metrics["performance"]
-        cols = st.columns(5)
-        cols[0].metric("API requests", f"{requests['total']:,}")
-        cols[1].metric("Success rate", f"{requests['success_rate']:.1%}")
-        cols[2].metric("p50", f"{perf['p50_ms']:.2f} ms")
-        cols[3].metric("p95", f"{perf['p95_ms']:.2f} ms")
-        cols[4].metric("p99", f"{perf['p99_ms']:.2f} ms")
-        per_model = pd.DataFrame([{"model": name, "calls": m["calls"], "errors": m["errors"],
-                                   **{k: v for k, v in m["latency"].items()}}
-                                  for name, m in metrics["models"].items()])
-        if not per_model.empty:
-            st.dataframe(per_model, hide_index=True, width="stretch")
-    else:
-        st.caption("The metrics endpoint did not answer (is auth on?).")
+    cols = st.columns(5)
+    cols[0].metric("API requests", f"{requests['total']:,}")
+    cols[1].metric("Success rate", f"{requests['success_rate']:.1%}")
+    cols[2].metric("p50", f"{perf['p50_ms']:.2f} ms")
+    cols[3].metric("p95", f"{perf['p95_ms']:.2f} ms")
+    cols[4].metric("p99", f"{perf['p99_ms']:.2f} ms")
+    per_model = pd.DataFrame([{"model": name, "calls": m["calls"], "errors": m["errors"],
+                               **{k: v for k, v in m["latency"].items()}}
+                              for name, m in metrics["models"].items()])
+    if not per_model.empty:
+        st.dataframe(per_model, hide_index=True, width="stretch")
 
 st.divider()
 st.subheader("Latest saved harness run")

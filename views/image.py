@@ -30,7 +30,8 @@ if source == "Sample gallery":
     name = st.selectbox("Sample photo", list(PHOTOS), format_func=PHOTOS.get)
     image_input = gallery_jpeg(name)
 elif source == "Upload":
-    upload = st.file_uploader("Image file", type=["jpg", "jpeg", "png", "webp", "gif", "bmp"])
+    upload = st.file_uploader("Image file", type=["jpg", "jpeg", "png", "webp", "gif", "bmp",
+                                                  "tif", "tiff"])
     if upload is not None:
         image_input = upload.getvalue()
 else:
@@ -40,7 +41,7 @@ else:
 
 top_k = st.slider("Top-k classes", 1, 20, 5)
 if image_input is not None:
-    decoded, _ = timed(lambda: classifier.decode(image_input))
+    decoded, _ = timed(lambda: classifier.preview(image_input))  # type: ignore[attr-defined]
     if decoded is not None:
         result, ms = serve("image", ImageQuery(image_input, top_k))
         left, right = st.columns([2, 3])

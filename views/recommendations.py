@@ -4,7 +4,7 @@ import pandas as pd
 import streamlit as st
 
 from ml.recommender import RecommendedItem, RecommendRequest, personas
-from views.shared import info_card, latency_caption, model, serve, timed
+from views.shared import info_card, latency_caption, limited, model, serve
 
 
 def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], score: str) -> None:
@@ -61,7 +61,7 @@ with cold:
                             [i.item_id for i in popular],
                             format_func={i.item_id: i.description for i in popular}.get)
     if picked:
-        result, ms = timed(lambda: recommender.recommend_for_items(picked, limit=10))
+        result, ms = limited(lambda: recommender.recommend_for_items(picked, limit=10))
         if result is not None:
             st.subheader("Recommended for you")
             latency_caption(ms)

@@ -10,10 +10,10 @@ from views.shared import (
     MAX_CSV_ROWS,
     info_card,
     latency_caption,
+    limited,
     model,
     read_text_table,
     serve,
-    timed,
 )
 
 st.title("Sentiment analysis")
@@ -82,7 +82,7 @@ with batch:
         rows, total_ms = [], 0.0
         for start in range(0, len(texts), 500):
             chunk = texts[start:start + 500]
-            results, ms = timed(lambda chunk=chunk: sentiment.predict(chunk))
+            results, ms = limited(lambda chunk=chunk: sentiment.predict(chunk))
             if results is None:
                 break
             total_ms += ms

@@ -1,14 +1,18 @@
 """What every page uses: the process-wide registry and engine the REST API shares, so a
-page's prediction joins the API's batches, queue limits and cache."""
+page's prediction joins the API's batches, queue limits and cache; and the API's rate-limit
+buckets, so a visitor's predictions count against the same limit as their API calls."""
 
 from __future__ import annotations
 
+import hmac
+import math
 import time
 from collections.abc import Callable
 from typing import Any, TypeVar
 
 import streamlit as st
 
+from api.ratelimit import TokenBuckets, client_address, default_buckets, networks
 from ml.engine import Engine, default_engine
 from ml.errors import MLError, ModelUnavailable
 from ml.registry import Model, Registry, default_registry
@@ -28,10 +32,71 @@ def engine() -> Engine:
     return default_engine()
 
 
+def buckets() -> TokenBuckets:
+    """The rate-limit buckets of this process (the REST API's own, in the one process)."""
+    settings = registry().settings
+    return default_buckets(settings.rate_limit_per_second, settings.rate_limit_burst)
+
+
+def client() -> str:
+    """The visitor's bucket: their address, as the API would count it."""
+    headers = st.context.headers
+    forwarded = headers.get("x-forwarded-for", "")
+    scope = {"client": (st.context.ip_address or "127.0.0.1", 0),
+             "headers": [(b"x-forwarded-for", forwarded.encode("latin-1", "replace"))]
+             if forwarded else []}
+    return "ip:" + client_address(scope, networks(registry().settings.trusted_proxies))
+
+
+def admitted() -> bool:
+    """Spend one of the visitor's tokens; False (and a message) when they have none."""
+    wait = buckets().take(client())
+    if wait:
+        limits = buckets()
+        st.warning(f"Too many predictions from your address: the limit is "
+                   f"{limits.rate:g} a second (bursts of {limits.burst:g}), shared with the "
+                   f"REST API. Try again in {math.ceil(wait)} s.", icon=":material/timer:")
+    return not wait
+
+
 def serve(name: str, query: Any) -> tuple[Any, float]:
-    """One prediction through the engine; ml errors become messages. Returns (result or
-    None, milliseconds)."""
-    return timed(lambda: engine().predict(name, query).result)
+    """One prediction through the engine, counted against the visitor's rate limit; ml
+    errors become messages. Returns (result or None, milliseconds)."""
+    return limited(lambda: engine().predict(name, query).result)
+
+
+def limited(call: Callable[[], T]) -> tuple[T | None, float]:
+    """`timed(call)` if the visitor's rate limit admits it, else (None, 0)."""
+    if not admitted():
+        return None, 0.0
+    return timed(call)
+
+
+@st.cache_resource(show_spinner=False)
+def password_failures() -> TokenBuckets:
+    """Wrong UI passwords per visitor address: a burst, then a few a minute."""
+    settings = registry().settings
+    return TokenBuckets(settings.auth_failures_per_minute / 60, settings.auth_failure_burst)
+
+
+def unlocked(password: str) -> bool:
+    """True if the UI needs no password or this session has given it; else shows the form."""
+    if not password or st.session_state.get("unlocked"):
+        return True
+    st.title("Real-time ML predictions")
+    with st.form("password"):
+        given = st.text_input("Password", type="password")
+        submitted = st.form_submit_button("Enter")
+    if submitted:
+        if password_failures().remaining(client()) < 1:
+            st.error("Too many wrong passwords from your address; try again later.")
+        elif hmac.compare_digest(given.encode(), password.encode()):
+            st.session_state["unlocked"] = True
+            st.rerun()
+        else:
+            password_failures().take(client())
+            st.error("Wrong password.")
+    return False
 
 
 def model(name: str) -> Model | None:

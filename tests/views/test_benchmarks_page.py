@@ -14,14 +14,12 @@ from ml.registry import Registry
 ROOT = Path(__file__).resolve().parents[2]
 
 
-def wait_done(timeout: float = 60.0) -> live.LiveRun:
+def wait_done(run: live.LiveRun, timeout: float = 60.0) -> live.LiveRun:
     deadline = time.monotonic() + timeout
-    run = live.current_run()
-    while run is not None and run.active and time.monotonic() < deadline:
+    while run.active and time.monotonic() < deadline:
         run.heartbeat()
         time.sleep(0.1)
-        run = live.current_run()
-    assert run is not None and not run.active
+    assert not run.active
     return run
 
 
@@ -32,7 +30,7 @@ def test_short_run_renders_charts_and_table(registry: Registry) -> None:
     assert not app.exception
     app.slider[0].set_value(1)
     app.button[0].click().run()  # the form's Run button
-    run = wait_done()
+    run = wait_done(app.session_state["benchmark_run"])
     assert run.state == "done" and run.paths == ("in-process",)  # no API in AppTest
     app.run()
     assert not app.exception
@@ -50,7 +48,8 @@ def test_a_second_run_cannot_start_over_a_first(registry: Registry) -> None:
         live.start(registry, model="sentiment", paths=("in-process",), concurrency=1,
                    seconds=1, base_url=None)
     first.stop()
-    assert wait_done().state == "stopped"
+    assert wait_done(first).state == "stopped"
+    assert live.active_run() is None
 
 
 def test_a_run_nobody_watches_stops_by_itself(registry: Registry,
@@ -70,7 +69,7 @@ def test_limits_are_clamped(registry: Registry) -> None:
                      seconds=999, base_url=None)
     assert run.concurrency == live.MAX_CONCURRENCY and run.seconds == live.MAX_SECONDS
     run.stop()
-    wait_done()
+    wait_done(run)
     with pytest.raises(ValueError):
         live.start(registry, model="gpt", paths=("in-process",), concurrency=1, seconds=1,
                    base_url=None)
