@@ -35,6 +35,7 @@ from ml.config import Settings
 logger = logging.getLogger("api.protocol")
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
            431: b"Request Header Fields Too Large"}
+LINGER_S = 1.0  # after a refusal, what the client still sends is read and dropped this long
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,7 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
     _head_timer: asyncio.TimerHandle | None = None
     _write_timer: asyncio.TimerHandle | None = None
     _refusal: tuple[int, str, str, dict[str, Any]] | None = None
+    _discarding = False
     _in_head = True
     _head_bytes = 0
     _header_count = 0
@@ -94,6 +96,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         self._arm()
 
     def data_received(self, data: bytes) -> None:
+        if self._discarding:
+            return
         if not self._in_head:
             self._feed(data)
             return
@@ -199,14 +203,24 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         raise _Refused(message)
 
     def _refuse(self, status: int, code: str, message: str, **details: Any) -> None:
-        """Answer with a JSON error and close; just close if a response is under way."""
+        """Answer with a JSON error and close; just close if a response is under way.
+
+        The close lingers: closing a socket with unread data makes the kernel send a reset,
+        which can destroy the answer before the client reads it. So the write side is shut
+        after the answer, and whatever the client still sends is dropped unread (never
+        buffered) for LINGER_S before the connection closes."""
         self._disarm()
-        if self.transport.is_closing():
+        if self.transport.is_closing() or self._discarding:
             return
         cycle: Any = self.cycle
-        if cycle is None or cycle.response_complete:
-            self.transport.write(error_response(status, code, message, **details))
-        self.transport.close()
+        if cycle is not None and not cycle.response_complete:
+            self.transport.close()
+            return
+        self.transport.write(error_response(status, code, message, **details))
+        self._discarding = True
+        if self.transport.can_write_eof():
+            self.transport.write_eof()
+        self.loop.call_later(LINGER_S, self.transport.close)
 
     def _arm(self) -> None:
         self._disarm()

@@ -11,8 +11,8 @@ in total:
   without a message from its browser;
 - uploads: every PUT needs a Content-Length, and the files one session holds (with its
   uploads in flight) stay within ML_UI_UPLOAD_SESSION_BYTES, all sessions' within
-  ML_UI_UPLOAD_TOTAL_BYTES (413 and 503 otherwise). Streamlit frees a session's files when
-  the session ends and a file when its widget lets go of it;
+  ML_UI_UPLOAD_TOTAL_BYTES (413 and 503 otherwise). A session's files are freed when its
+  websocket closes, and a file when its widget lets go of it;
 - `/_stcore/metrics` (Streamlit's cache statistics) needs an API key when keys are set;
 - every UI response carries X-Content-Type-Options, X-Frame-Options and a CSP
   frame-ancestors (ML_UI_FRAME_ANCESTORS; 'self' by default, so Community Cloud's frame
@@ -38,17 +38,42 @@ STREAM = "/_stcore/stream"
 UPLOAD = "/_stcore/upload_file/"
 METRICS = "/_stcore/metrics"
 
-# (session id) -> bytes of the files Streamlit holds for it; None when unknown
+# (session id) -> bytes of the files Streamlit holds for it
 HeldBytes = Callable[[str], int]
+
+
+def _manager() -> Any:
+    from streamlit import runtime
+
+    return runtime.get_instance().uploaded_file_mgr if runtime.exists() else None
+
+
+def streamlit_forget(session_id: str) -> None:
+    """Drop the files a session uploaded (when its websocket goes: a reconnect within
+    Streamlit's disconnected-session TTL keeps the session, not its uploads)."""
+    manager = _manager()
+    if manager is not None:
+        manager.remove_session_files(session_id)
+
+
+def session_of(payload: bytes) -> str | None:
+    """The session id in a ForwardMsg, if it is the new_session message."""
+    from streamlit.proto.ForwardMsg_pb2 import ForwardMsg
+
+    message = ForwardMsg()
+    try:
+        message.ParseFromString(payload)
+    except Exception:  # noqa: BLE001 - not ours to judge; just not a new_session
+        return None
+    if message.WhichOneof("type") == "new_session":
+        return str(message.new_session.initialize.session_id) or None
+    return None
 
 
 def streamlit_held_bytes() -> tuple[HeldBytes, Callable[[], int]]:
     """Per-session and total bytes of files held by the running Streamlit runtime's upload
     manager (its public `file_storage`), or zeros if there is none (tests without a UI)."""
-    def manager() -> Any:
-        from streamlit import runtime
-
-        return runtime.get_instance().uploaded_file_mgr if runtime.exists() else None
+    manager = _manager
 
     def per_session(session_id: str) -> int:
         storage = getattr(manager(), "file_storage", None)
@@ -74,7 +99,8 @@ class UiGuard:
                  upload_session_bytes: int = 24 << 20, upload_total_bytes: int = 64 << 20,
                  frame_ancestors: str = "'self'", api_keys: Iterable[str] = (),
                  trusted_proxies: Iterable[str] = (),
-                 held: tuple[HeldBytes, Callable[[], int]] | None = None) -> None:
+                 held: tuple[HeldBytes, Callable[[], int]] | None = None,
+                 forget: Callable[[str], None] = streamlit_forget) -> None:
         self.app = app
         self.max_sessions = max_sessions
         self.max_per_client = max_sessions_per_client
@@ -84,6 +110,7 @@ class UiGuard:
         self.keys = [k.encode() for k in api_keys if k]
         self.trusted = networks(trusted_proxies)
         self.held_by_session, self.held_total = held or streamlit_held_bytes()
+        self.forget = forget
         self.sessions: Counter[str] = Counter()
         self.open_sessions = 0
         self.refused_sessions = 0
@@ -128,22 +155,38 @@ class UiGuard:
         self.sessions[client] += 1
         self.open_sessions += 1
         idle = self.idle_timeout_s
+        session: list[str] = []  # learnt from the server's first messages
+        state = {"idle": False, "closed": False}
 
         async def idle_receive() -> Message:
             try:
                 return await asyncio.wait_for(receive(), timeout=idle)
             except TimeoutError:
+                state["idle"] = True
                 self.idle_closed += 1
                 logger.info("closing a UI session of %s: idle for %gs", client, idle)
                 return {"type": "websocket.disconnect", "code": 1001}
 
+        async def watching_send(message: Message) -> None:
+            if message["type"] == "websocket.close":
+                state["closed"] = True
+            elif not session and message["type"] == "websocket.send" and message.get("bytes"):
+                found = session_of(message["bytes"])
+                if found:
+                    session.append(found)
+            await send(message)
+
         try:
-            await self.app(scope, idle_receive, send)
+            await self.app(scope, idle_receive, watching_send)
+            if state["idle"] and not state["closed"]:  # tell the browser, not just the app
+                await send({"type": "websocket.close", "code": 1001, "reason": "idle"})
         finally:
             self.open_sessions -= 1
             self.sessions[client] -= 1
             if self.sessions[client] <= 0:
                 del self.sessions[client]
+            if session:
+                self.forget(session[0])
 
     # -- uploads ------------------------------------------------------------------------------
     async def _upload(self, scope: Scope, receive: Receive, send: Send) -> None:

@@ -9,6 +9,7 @@ API, found from the process's own listening socket, never from a request's heade
 from __future__ import annotations
 
 import contextlib
+import hmac
 import json
 import os
 import subprocess
@@ -25,6 +26,7 @@ import numpy as np
 
 from benchmarks.load import LoadResult, inprocess_load
 from benchmarks.services import running
+from ml.config import Settings
 from ml.registry import Registry
 
 PATHS = ("in-process", "http", "hop")
@@ -239,6 +241,26 @@ def _inputs(registry: Registry, model: str) -> dict[str, Any]:
     jpeg = buffer.getvalue()
     return {"call": (lambda data: m.predict_one(data), [jpeg]),  # type: ignore[attr-defined]
             "bodies": [json.dumps({"image_base64": base64.b64encode(jpeg).decode()}).encode()]}
+
+
+def may_run(settings: Settings, key: str | None, *, public: bool) -> tuple[bool, str]:
+    """Whether a visitor may start live runs, and if not, why.
+
+    Runs load the server, so they are the operator's: off with ML_UI_BENCHMARKS=off; with
+    API keys configured, only for a visitor who gives one; without keys, on for a server
+    that listens on loopback only (or with ML_UI_BENCHMARKS=on), off for a public one."""
+    if settings.ui_benchmarks == "off":
+        return False, "Live runs are turned off on this server (ML_UI_BENCHMARKS=off)."
+    if settings.api_keys:
+        if not key:
+            return False, "Enter an API key to start live runs."
+        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
+            return False, "That is not one of this server's API keys."
+        return True, ""
+    if settings.ui_benchmarks == "auto" and public:
+        return False, ("This server is public, so live runs are off: its operator can set "
+                       "API keys (ML_API_KEYS) or ML_UI_BENCHMARKS=on.")
+    return True, ""
 
 
 def _own_listening() -> list[tuple[str, int]]:

@@ -26,7 +26,7 @@ from typing import Any
 import httpx
 import psutil
 
-from benchmarks import hostile
+from benchmarks import hostile, redteam
 from benchmarks.load import LoadResult, http_load
 from benchmarks.machine import machine_info
 from benchmarks.services import ROOT, Server, running
@@ -174,6 +174,9 @@ def run(soak_seconds: float = 60.0, with_fuzz: bool = True) -> dict[str, Any]:
         record["soak"] = soak(server, soak_seconds, users)
         log = server.log.read_text(errors="replace")
         record["server_log_tracebacks"] = log.count("Traceback")
+    print("red team...", flush=True)
+    with tempfile.TemporaryDirectory() as logs:
+        record["redteam"] = redteam.run_all(Path(logs), settings.cache_dir)
     if with_fuzz:
         print("fuzzing...", flush=True)
         record["fuzz"] = fuzz()
@@ -206,6 +209,8 @@ def markdown(record: dict[str, Any]) -> str:
         "| slow-header / slow-body clients | `tests/reliability/test_slow_clients.py` |",
         "| SSRF, auth, X-Forwarded-For, security headers | `tests/api/test_fetch.py`, "
         "`tests/api/test_routes.py`, `tests/api/test_e2e.py` |",
+        "| red team: memory, loop stall and reach of every attack class | "
+        "`tests/reliability/test_redteam.py` |",
         "",
         "## Hostile-request catalogue", "",
         f"{cat['cases']} cases, each sent {cat['requests'] // cat['cases']} times "
@@ -241,6 +246,34 @@ def markdown(record: dict[str, Any]) -> str:
         "", "Statuses by route:", "",
         *[f"- `{route}`: {r['statuses']}" for route, r in soak_["routes"].items()],
     ]
+    red = record.get("redteam")
+    if red:
+        rows = red["rows"]
+        worst_stall = max(rows, key=lambda r: r["stall_ms"])
+        worst_rss = max(rows, key=lambda r: r["rss_mb"])
+        lines += [
+            "", "## Red team", "",
+            "Attacks a network client could make on the one process (`make run`, an API key "
+            "configured; no key sent unless a case says so), each measured while it ran: the "
+            "server's peak RSS above its RSS before the case (VmHWM reset per case), the worst "
+            "`/health/live` latency seen by a probe in another process asking every 20 ms "
+            "(the event loop's worst stall), and connections to a canary listener on "
+            "loopback that no request may reach. `benchmarks/redteam.py` holds the cases; "
+            "`tests/reliability/test_redteam.py` asserts, per case, at most "
+            f"{red['bounds']['rss_mb']:g} MiB, {red['bounds']['stall_ms']:g} ms, no canary "
+            "connection and no 5xx but a documented 503.", "",
+            f"Worst stall: **{worst_stall['stall_ms']} ms** ({worst_stall['name']}). Largest "
+            f"memory rise: **{worst_rss['rss_mb']} MiB** ({worst_rss['name']}). Server RSS "
+            f"{red['baseline_rss_mb']} MiB after warm-up, {red['final_rss_mb']} MiB after "
+            f"every case ({red['final_rss_mb'] / red['baseline_rss_mb'] - 1:+.1%}).", "",
+            "| class | case | answers | peak RSS +MiB | worst stall ms | canary | result |",
+            "|---|---|---|---:|---:|---:|---|",
+        ]
+        for row in rows:
+            answers = ", ".join(f"{n}x {s}" for s, n in row["statuses"].items()) or "-"
+            verdict = row["failure"] or row["detail"] or "as expected"
+            lines.append(f"| {row['kind']} | {row['name']} | {answers} | {row['rss_mb']} | "
+                         f"{row['stall_ms']} | {row['canary_hits']} | {verdict} |")
     fuzz_ = record.get("fuzz")
     if fuzz_:
         lines += ["", "## Fuzzing", "",

@@ -79,7 +79,7 @@ class Settings:
         "Memory one image may need to decode; larger images are refused (422)."
     )
     decode_budget_bytes: int = _setting(
-        96 * 1024 * 1024, "ML_DECODE_BUDGET_BYTES",
+        64 * 1024 * 1024, "ML_DECODE_BUDGET_BYTES",
         "Memory all image decodes in flight may hold together; others wait for room."
     )
 

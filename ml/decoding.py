@@ -121,11 +121,16 @@ class _Opened:
     """An image whose header has been read and checked, its pixels not yet decoded."""
 
     image: Image.Image
-    width: int  # as displayed (after EXIF orientation), at full resolution
+    width: int  # as stored, at full resolution (a JPEG may then decode at a reduced scale)
     height: int
-    orientation: int
     cost: int  # bytes decoding and resampling it will hold at most
     owned: bool  # opened here from bytes (load it); a caller's Image is already loaded
+
+    def shown_size(self, orientation: int) -> tuple[int, int]:
+        """Width and height as displayed, after EXIF `orientation`."""
+        if orientation in _SWAPS_AXES:
+            return self.height, self.width
+        return self.width, self.height
 
 
 def open_image(data: ImageInput, limits: DecodeLimits) -> _Opened:
@@ -146,8 +151,8 @@ def open_image(data: ImageInput, limits: DecodeLimits) -> _Opened:
         image, owned = _open(raw), True
     stored_w, stored_h = image.size
     _check_shape(stored_w, stored_h, limits)
-    orientation = _orientation(image)
-    width, height = (stored_h, stored_w) if orientation in _SWAPS_AXES else (stored_w, stored_h)
+    # EXIF is read only once the pixels are decoded (within the budget): asking a PNG for it
+    # decodes the whole image first, to find an eXIf chunk that may follow the pixels.
     if owned and image.format == "JPEG":
         # libjpeg decodes at 1/2, 1/4 or 1/8 scale for free; keep >= 2x the resize target
         shorter = min(stored_w, stored_h)
@@ -157,12 +162,12 @@ def open_image(data: ImageInput, limits: DecodeLimits) -> _Opened:
     cost = decode_cost(image) if owned else 0
     if cost > limits.max_decode_bytes:
         raise InvalidInput(
-            f"image is {width}x{height} pixels of mode {image.mode}: it needs "
+            f"image is {stored_w}x{stored_h} pixels of mode {image.mode}: it needs "
             f"{cost / 2**20:.0f} MiB of memory to decode; the limit is "
             f"{limits.max_decode_bytes / 2**20:.0f} MiB. Send a smaller image (a JPEG of "
             "any size within the pixel limit fits)", field="image",
             limit=limits.max_decode_bytes)
-    return _Opened(image, width, height, orientation, cost, owned)
+    return _Opened(image, stored_w, stored_h, cost, owned)
 
 
 def decode_cost(image: Image.Image) -> int:
@@ -234,8 +239,10 @@ def prepare(data: ImageInput, limits: DecodeLimits,
     """Decode one image and make the network's input: the per-request CPU work."""
     opened = open_image(data, limits)
     with budget.hold(opened.cost) if budget is not None and opened.owned else _nothing():
-        pixels = network_input(_load(opened), opened.orientation)
-    return PreparedImage(pixels, opened.width, opened.height)
+        image = _load(opened)
+        orientation = _orientation(image)
+        pixels = network_input(image, orientation)
+    return PreparedImage(pixels, *opened.shown_size(orientation))
 
 
 def preview(data: ImageInput, limits: DecodeLimits, budget: DecodeBudget | None = None,
@@ -243,15 +250,16 @@ def preview(data: ImageInput, limits: DecodeLimits, budget: DecodeBudget | None 
     """The image as people see it (orientation applied, transparency on white), in RGB,
     at most `max_side` pixels on its longer side."""
     opened = open_image(data, limits)
-    scale = min(1.0, max_side / max(opened.width, opened.height))
-    size = (max(1, round(opened.width * scale)), max(1, round(opened.height * scale)))
     with budget.hold(opened.cost) if budget is not None and opened.owned else _nothing():
         image = _load(opened)  # a JPEG may have been decoded at a reduced scale
+        orientation = _orientation(image)
+        shown_w, shown_h = opened.shown_size(orientation)
+        scale = min(1.0, max_side / max(shown_w, shown_h))
+        size = (max(1, round(shown_w * scale)), max(1, round(shown_h * scale)))
         width, height = image.size
-        if opened.orientation in _SWAPS_AXES:
+        if orientation in _SWAPS_AXES:
             width, height = height, width
-        return _resample(image, opened.orientation, (0.0, 0.0, float(width), float(height)),
-                         size)
+        return _resample(image, orientation, (0.0, 0.0, float(width), float(height)), size)
 
 
 def network_input(image: Image.Image, orientation: int = 1) -> np.ndarray:

@@ -1,7 +1,6 @@
 """Benchmarks: call paths side by side, live on this machine; the server's own metrics;
 the latest saved harness results."""
 
-import hmac
 import json
 from pathlib import Path
 
@@ -32,29 +31,19 @@ def key_failures() -> TokenBuckets:
 
 
 def run_permission() -> tuple[bool, dict[str, str], str]:
-    """Whether this visitor may start runs, the headers their HTTP paths send, and why not.
-
-    Runs load the server, so they are the operator's: with API keys configured a visitor
-    enters one; without keys, runs are on for a server listening on loopback only (or with
-    ML_UI_BENCHMARKS=on) and off for a public one."""
+    """Whether this visitor may start runs, the headers their HTTP paths send, and why not
+    (the rule: `live.may_run`); wrong keys are throttled per address."""
     settings = registry().settings
-    if settings.ui_benchmarks == "off":
-        return False, {}, "Live runs are turned off on this server (ML_UI_BENCHMARKS=off)."
-    if settings.api_keys:
+    key = None
+    if settings.api_keys and settings.ui_benchmarks != "off":
         key = st.text_input("API key", type="password",
                             help="Live runs load the server: they need one of its API keys.")
-        if not key:
-            return False, {}, "Enter an API key to start live runs."
-        if key_failures().remaining(client()) < 1:
+        if key and key_failures().remaining(client()) < 1:
             return False, {}, "Too many wrong keys from your address; try again later."
-        if not any(hmac.compare_digest(key.encode(), k.encode()) for k in settings.api_keys):
-            key_failures().take(client())
-            return False, {}, "That is not one of this server's API keys."
-        return True, {"authorization": f"Bearer {key}"}, ""
-    if settings.ui_benchmarks == "auto" and live.listens_publicly():
-        return False, {}, ("This server is public, so live runs are off: its operator can "
-                           "set API keys (ML_API_KEYS) or ML_UI_BENCHMARKS=on.")
-    return True, {}, ""
+    allowed, refusal = live.may_run(settings, key, public=live.listens_publicly())
+    if not allowed and key:
+        key_failures().take(client())
+    return allowed, {"authorization": f"Bearer {key}"} if allowed and key else {}, refusal
 
 
 st.title("Benchmarks")

@@ -42,7 +42,8 @@ def client() -> str:
     """The visitor's bucket: their address, as the API would count it."""
     headers = st.context.headers
     forwarded = headers.get("x-forwarded-for", "")
-    scope = {"client": (st.context.ip_address or "127.0.0.1", 0),
+    address = st.context.ip_address  # None on localhost
+    scope = {"client": (address if isinstance(address, str) and address else "127.0.0.1", 0),
              "headers": [(b"x-forwarded-for", forwarded.encode("latin-1", "replace"))]
              if forwarded else []}
     return "ip:" + client_address(scope, networks(registry().settings.trusted_proxies))

@@ -169,6 +169,34 @@ def test_is_public(address: str, public: bool) -> None:
     assert is_public(ipaddress.ip_address(address)) is public
 
 
+# IPv6 forms that carry an IPv4 address: judged by the address they carry, never connected
+@pytest.mark.parametrize(("address", "public"), [
+    pytest.param("2002:7f00:1::1", False, id="6to4-loopback"),
+    pytest.param("2002:a9fe:a9fe::1", False, id="6to4-cloud-metadata"),
+    pytest.param("2002:c0a8:1::1", False, id="6to4-private"),
+    pytest.param("2002:808:808::1", True, id="6to4-public"),
+    pytest.param("2001:0:4136:e378:8000:63bf:80ff:fffe", False, id="teredo-loopback-client"),
+    pytest.param("2001:0:4136:e378:8000:63bf:f7f7:f7f7", False, id="teredo-any"),
+    pytest.param("64:ff9b::7f00:1", False, id="nat64-loopback"),
+    pytest.param("64:ff9b::a9fe:a9fe", False, id="nat64-cloud-metadata"),
+    pytest.param("64:ff9b::808:808", True, id="nat64-public"),
+    pytest.param("64:ff9b:1::808:808", False, id="nat64-local-use"),
+    pytest.param("::7f00:1", False, id="ipv4-compatible"),
+    pytest.param("::808:808", False, id="ipv4-compatible-public"),
+    pytest.param("::ffff:0:7f00:1", False, id="ipv4-translated"),
+    pytest.param("::ffff:127.0.0.1", False, id="ipv4-mapped-loopback"),
+    pytest.param("::ffff:8.8.8.8", True, id="ipv4-mapped-public"),
+    pytest.param("2606:4700::5efe:7f00:1", False, id="isatap-loopback"),
+    pytest.param("2606:4700::200:5efe:a00:1", False, id="isatap-private"),
+    pytest.param("2606:4700::200:5efe:808:808", True, id="isatap-public"),
+])
+def test_ipv6_transition_addresses_are_judged_by_their_ipv4(address: str,
+                                                             public: bool) -> None:
+    import ipaddress
+
+    assert is_public(ipaddress.ip_address(address)) is public
+
+
 def test_image_url_end_to_end_through_the_api(make_client, server: str) -> None:  # type: ignore[no-untyped-def]
     open_client = make_client(url_fetch_allow=("127.0.0.0/8",))
     response = open_client.post("/api/predict/image",

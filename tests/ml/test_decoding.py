@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image, ImageOps
 
+from benchmarks.redteam import png
 from ml.decoding import (
     DecodeBudget,
     DecodeLimits,
@@ -137,6 +138,16 @@ def test_images_too_costly_to_decode_are_refused_from_their_header(data: bytes,
     assert fragment in caught.value.message
     assert caught.value.field == "image"
     assert time.perf_counter() - started < 0.5  # refused from the header, nothing decoded
+
+
+def test_a_real_costly_png_is_refused_without_being_decoded() -> None:
+    """Asking a PNG for its EXIF decodes it all (an eXIf chunk may follow the pixels):
+    orientation is read only after the cost check and inside the budget."""
+    data = png(6400, 6250, colour=6)  # a real 40 Mpx RGBA file of ~160 KB: 160 MB decoded
+    started = time.perf_counter()
+    with pytest.raises(InvalidInput, match="MiB of memory"):
+        prepare(data, LIMITS)
+    assert time.perf_counter() - started < 0.3  # decoding it takes seconds
 
 
 def test_float_tiff_cost_counts_four_bytes_a_pixel() -> None:
