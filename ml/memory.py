@@ -6,6 +6,10 @@ and when they are freed the memory stays with the process: resident memory ratch
 does not come down after a burst. `return_large_blocks()` pins the threshold, so that every
 block of 1 MiB or more is mapped on its own and unmapped when freed; `trim()` hands back
 what the heap holds free. Both are no-ops where glibc is not the allocator.
+
+Measured with the red-team suite (one process, every attack class in a row): with both,
+RSS 434 MiB after warm-up and 444 MiB after the attacks (+2%), and four concurrent 12 Mpx
+PNGs raised the peak by 47 MiB; without them, 474 MiB, 585 MiB (+23%) and 186 MiB.
 """
 
 from __future__ import annotations

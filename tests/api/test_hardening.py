@@ -165,3 +165,20 @@ def test_token_buckets_refill_and_stay_bounded_in_keys() -> None:
         buckets.take(f"k{i}")
     assert len(buckets._tokens) <= 10
     assert TokenBuckets(rate=0, burst=1).take("x") == 0.0  # off
+
+
+def test_no_command_we_start_lets_uvicorn_believe_forwarded_headers() -> None:
+    """uvicorn's --proxy-headers believes X-Forwarded-For from any loopback client; the
+    API judges it from ML_TRUSTED_PROXIES alone."""
+    from pathlib import Path
+
+    from api.workers import parse
+    from benchmarks.services import SERVING_FLAGS, command
+
+    makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
+    assert "--no-proxy-headers" in makefile.split("SERVING_FLAGS :=")[1].split("\n\n")[0]
+    assert "--no-proxy-headers" in SERVING_FLAGS
+    for mode in ("one-process", "api", "hop", "fastapi-peer"):
+        assert "--no-proxy-headers" in command(mode, 8000), mode
+    options, _ = parse(["--workers", "2"])
+    assert options.proxy_headers is False and options.config().proxy_headers is False
