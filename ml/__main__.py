@@ -1,9 +1,8 @@
-"""Command line: `python -m ml info|predict|recommend|evaluate`."""
+"""Command line: `python -m ml info|models|predict|evaluate|cards`."""
 
 from __future__ import annotations
 
 import argparse
-import dataclasses
 import json
 import logging
 import sys
@@ -11,7 +10,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ml.config import Settings
+from ml.contract import query_of
+from ml.engine import Engine
 from ml.errors import MLError
 from ml.registry import Registry
 
@@ -25,21 +28,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = commands.add_parser("info", help="model cards and settings as JSON")
     info.add_argument("models", nargs="*", help="models to describe (default: all)")
 
-    predict = commands.add_parser("predict", help="run a model on one input")
-    kinds = predict.add_subparsers(dest="model", required=True)
-    sentiment = kinds.add_parser("sentiment", help="classify the sentiment of a text")
-    sentiment.add_argument("text")
-    sentiment.add_argument("--detailed", action="store_true", help="add the driving terms")
-    image = kinds.add_parser("image", help="classify an image file")
-    image.add_argument("path", type=Path)
-    image.add_argument("--top-k", type=int, default=5)
+    predict = commands.add_parser(
+        "predict", help="run a model on one query",
+        description="The query is JSON in the model's own shape (the REST body of "
+                    "/api/predict/NAME, with files given by --file instead of base64).")
+    predict.add_argument("model", help="a registered model (python -m ml models)")
+    predict.add_argument("text", nargs="?", help="shortcut for models that take a text: "
+                                                 '--json \'{"text": TEXT}\'')
+    predict.add_argument("--json", default=None, help="the query as a JSON object")
+    predict.add_argument("--file", action="append", default=[], metavar="FIELD=PATH",
+                         help="a file for a bytes field, e.g. image=photo.jpg")
 
-    recommend = commands.add_parser("recommend", help="recommend products for a household")
-    recommend.add_argument("user_id")
-    recommend.add_argument("--limit", type=int, default=10)
-    recommend.add_argument("--category", default=None, help="department, e.g. PRODUCE")
-    recommend.add_argument("--include-purchased", action="store_true")
-
+    commands.add_parser("models", help="registered models: name, origin, state")
     commands.add_parser("evaluate", help="held-out evaluation figures of every model")
     commands.add_parser("cards", help="model cards as Markdown (docs/MODEL_CARDS.md)")
 
@@ -56,30 +56,41 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(json.dumps({"error": {"code": exc.code, "message": exc.message,
                                     "details": exc.details}}), file=sys.stderr)
         return 2
-    except FileNotFoundError as exc:
-        print(json.dumps({"error": {"code": "not_found", "message": str(exc)}}),
+    except (FileNotFoundError, ValueError) as exc:
+        print(json.dumps({"error": {"code": "bad_argument", "message": str(exc)}}),
               file=sys.stderr)
         return 2
     print(json.dumps(result, indent=2, default=str))
     return 0
 
 
+def command_query(cls: Any, text: str | None, raw: str | None, files: Sequence[str]) -> Any:
+    """The model's query from the command line's JSON, text and files."""
+    values: dict[str, Any] = json.loads(raw) if raw else {}
+    if not isinstance(values, dict):
+        raise ValueError("--json must be a JSON object")
+    if text is not None:
+        values["text"] = text
+    for spec in files:
+        field, _, path = spec.partition("=")
+        if not path:
+            raise ValueError(f"--file takes FIELD=PATH, not {spec!r}")
+        values[field] = Path(path).read_bytes()
+    return query_of(cls, values, strict=False)
+
+
 def _run(args: argparse.Namespace, registry: Registry) -> Any:
     if args.command == "info":
         names = args.models or registry.names()
-        cards = {name: registry.get(name).info() for name in names}
-        return {"models": cards, "settings": Settings.describe()}
-    if args.command == "predict" and args.model == "sentiment":
-        model = registry.get("sentiment")
-        return _plain(model.predict_one(args.text, detailed=args.detailed))  # type: ignore[attr-defined]
-    if args.command == "predict" and args.model == "image":
-        model = registry.get("image")
-        return _plain(model.predict_one(args.path.read_bytes(), top_k=args.top_k))  # type: ignore[attr-defined]
-    if args.command == "recommend":
-        model = registry.get("recommender")
-        return _plain(model.recommend(args.user_id, limit=args.limit,  # type: ignore[attr-defined]
-                                      category=args.category,
-                                      exclude_purchased=not args.include_purchased))
+        return {"models": {name: registry.get(name).info() for name in names},
+                "settings": Settings.describe()}
+    if args.command == "models":
+        return [{"name": s.name, "origin": s.origin, "state": s.state, "reason": s.reason}
+                for s in registry.statuses().values()]
+    if args.command == "predict":
+        cls = registry.model_class(args.model)
+        query = command_query(cls, args.text, args.json, args.file)
+        return msgspec.to_builtins(Engine(registry).predict(args.model, query).result)
     if args.command == "evaluate":
         return {name: registry.get(name).info()["evaluation"] for name in registry.names()}
     raise AssertionError(args)
@@ -109,14 +120,6 @@ def _flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
             rows += _flatten(value, f"{prefix}.{key}" if prefix else str(key))
         return rows
     return [(prefix, json.dumps(tree) if isinstance(tree, (dict, list)) else tree)]
-
-
-def _plain(value: Any) -> Any:
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
-    if isinstance(value, (list, tuple)):
-        return [_plain(v) for v in value]
-    return value
 
 
 if __name__ == "__main__":

@@ -267,9 +267,14 @@ def _dispatch(name: str, predict: Callable[[list[T]], Sequence[R]], batch: list[
     now = time.perf_counter()
     live = []
     for job in batch:
+        # Running first: a future its caller cancelled (gave up on) is skipped, and once
+        # running it can no longer be cancelled under us (setting a result on a cancelled
+        # future raises, which would kill this worker thread).
+        if not job.future.set_running_or_notify_cancel():
+            continue
         if job.deadline is not None and now > job.deadline:
             job.future.set_exception(DeadlineExceeded(name, now - job.enqueued))
-        elif job.future.set_running_or_notify_cancel():
+        else:
             live.append(job)
     if not live:
         return

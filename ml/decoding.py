@@ -141,6 +141,9 @@ def open_image(data: ImageInput, limits: DecodeLimits) -> _Opened:
         if isinstance(data, Path):
             data = data.read_bytes()
         elif not isinstance(data, (bytes, bytearray, memoryview)):
+            if not callable(getattr(data, "read", None)):
+                raise InvalidInput(f"image must be the file's bytes, not "
+                                   f"{type(data).__name__}", field="image")
             data = data.read(limits.max_bytes + 1)
         raw = bytes(data)
         if not raw:

@@ -1,48 +1,39 @@
-"""The serving engine: a prediction cache and a micro-batcher in front of every model.
+"""The serving engine: owns a prediction from query to answer, for every model alike.
 
 Both the REST API and the Streamlit pages predict through one Engine per process, so a
 browser user's request and an API call that arrive together share a batch, a queue limit and
 a cache. A prediction goes:
 
-    lookup (cache) -> prepare (validate/decode: the caller's thread) -> submit (the model's
-    batcher: queue, deadline, one vectorised call) -> result, stored in the cache
+    cache lookup -> prepare (validate, decode: off the event loop when the model says it is
+    heavy) -> the model's batcher (bounded queue, deadline, one vectorised call) -> the
+    answer, cached; queue wait, compute and batch size recorded
 
-`predict()` does all of it synchronously; the API calls the steps itself so that it can keep
-the event loop free (prepare in a thread for images, await the future).
+`apredict` is the one async path (the API); `predict` takes the same steps in the calling
+thread (pages, notebooks, the CLI). `apredict_many`/`predict_many` serve a batch that is
+already one: cache hits answered, the rest validated once and run as one call.
+Everything the engine knows about a model comes from the model contract (`ml.contract`).
 """
 
 from __future__ import annotations
 
-import dataclasses
-import hashlib
+import asyncio
 import threading
-from collections.abc import Callable, Hashable, Sequence
-from concurrent.futures import Future
-from dataclasses import astuple, dataclass
+import time
+from collections import Counter
+from collections.abc import Hashable, Mapping, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
+from concurrent.futures import TimeoutError as FutureTimeout
+from dataclasses import dataclass
 from typing import Any
 
 from ml.batching import Batcher, Direct, Runner, Timed
 from ml.cache import PredictionCache
-from ml.config import BatchLimits, Settings
-from ml.errors import MLError, Overloaded
+from ml.config import Settings
+from ml.contract import BatchLimits, Model, query_of
+from ml.errors import DeadlineExceeded, InvalidInput, MLError, Overloaded
 from ml.metrics import Metrics
-from ml.registry import Model, Registry, default_registry
-
-
-@dataclass(frozen=True)
-class TextQuery:
-    """A sentiment request."""
-
-    text: str
-    detailed: bool = False
-
-
-@dataclass(frozen=True)
-class ImageQuery:
-    """An image classification request: encoded image bytes."""
-
-    data: bytes
-    top_k: int = 5
+from ml.registry import Registry, default_registry
+from ml.threads import single_threaded_blas
 
 
 @dataclass(frozen=True)
@@ -56,57 +47,6 @@ class Served:
     cached: bool = False
 
 
-@dataclass(frozen=True)
-class Recipe:
-    """How one model's queries become cache keys, batch items and one vectorised call."""
-
-    key: Callable[[Any], Hashable | None]
-    prepare: Callable[[Model, Any], Any]  # query -> item; raises InvalidInput
-    run: Callable[[Model, list[Any]], Sequence[Any]]
-    prepare_is_heavy: bool = False  # decode work: keep it off an event loop
-
-
-def _sentiment_run(model: Any, items: list[tuple[str, bool]]) -> list[Any]:
-    results: list[Any] = [None] * len(items)
-    for detailed in (False, True):
-        picked = [i for i, (_, d) in enumerate(items) if d is detailed]
-        if picked:
-            out = model.predict([items[i][0] for i in picked], detailed=detailed)
-            for i, result in zip(picked, out, strict=True):
-                results[i] = result
-    return results
-
-
-def _image_key(query: ImageQuery) -> Hashable:
-    return ("image", hashlib.blake2b(query.data, digest_size=20).digest(), query.top_k)
-
-
-def _image_prepare(model: Any, query: ImageQuery) -> tuple[Any, int]:
-    from ml.image import validate_top_k
-
-    return model.prepare(query.data), validate_top_k(query.top_k)
-
-
-def _image_run(model: Any, items: list[tuple[Any, int]]) -> list[Any]:
-    return list(model.classify([p for p, _ in items], top_k=[k for _, k in items]))
-
-
-def _recommend_key(query: Any) -> Hashable:
-    return ("recommend", *astuple(query))
-
-
-GENERIC = Recipe(key=lambda q: None, prepare=lambda m, q: q,
-                 run=lambda m, items: m.predict(items))
-RECIPES: dict[str, Recipe] = {
-    "sentiment": Recipe(key=lambda q: ("text", q.text, q.detailed),
-                        prepare=lambda m, q: (m.validate(q.text), q.detailed),  # type: ignore[attr-defined]
-                        run=_sentiment_run),
-    "image": Recipe(key=_image_key, prepare=_image_prepare, run=_image_run,
-                    prepare_is_heavy=True),
-    "recommender": dataclasses.replace(GENERIC, key=_recommend_key),
-}
-
-
 class Engine:
     """Per-model caches and batchers over a registry; the one way predictions are served."""
 
@@ -116,39 +56,113 @@ class Engine:
         self.settings = settings or registry.settings
         self.metrics = metrics or Metrics()
         self._runners: dict[str, Runner] = {}
-        self._caches = {name: PredictionCache(self.settings.cache_entries)
-                        for name in registry.names()}
+        self._caches: dict[str, PredictionCache] = {}
+        self._preparing: Counter[str] = Counter()  # heavy prepares in flight, per model
+        self._executor = ThreadPoolExecutor(self.settings.threadpool_size,
+                                            thread_name_prefix="engine")
         self._lock = threading.Lock()
         self._closed = False
+        single_threaded_blas()  # a serving process gets its parallelism from its requests
 
-    def recipe(self, name: str) -> Recipe:
-        return RECIPES.get(name, GENERIC)
+    # -- the async path (the API) ------------------------------------------------------------
+    async def apredict(self, name: str, query: Any, *, timeout_s: float | None = None
+                       ) -> Served:
+        """One prediction within `timeout_s` (default ML_REQUEST_TIMEOUT_S): DeadlineExceeded
+        past it, Overloaded when the model's queue is full, InvalidInput for bad input."""
+        name = self.registry.canonical(name)
+        timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(timeout):
+                model = self.registry.loaded(name) or await self._off_loop(
+                    self.registry.get, name)
+                key, hit = self._lookup(name, model, query)
+                if hit is not None:
+                    return hit
+                if model.heavy_prepare:
+                    item = await self._heavy_prepare(name, model, query)
+                else:
+                    item = model.prepare(query)
+                left = timeout - (time.perf_counter() - started)
+                future = self._submit(name, model, item, key, left)
+                await asyncio.wrap_future(future)
+                return _served(future)
+        except TimeoutError:
+            raise DeadlineExceeded(name, timeout) from None
 
-    # -- the steps ------------------------------------------------------------------------
-    def lookup(self, name: str, query: Any) -> tuple[Hashable | None, Served | None]:
-        """The query's cache key, and its cached result if there is one."""
-        key = self.recipe(name).key(query)
-        cache = self._caches.get(name)
-        if key is None or cache is None or not cache.enabled:
-            return key, None
+    async def apredict_many(self, name: str, queries: Sequence[Any], *,
+                            timeout_s: float | None = None) -> list[Served]:
+        """A batch of queries answered as one: see `predict_many`."""
+        name = self.registry.canonical(name)
+        timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        try:
+            async with asyncio.timeout(timeout):
+                model = self.registry.loaded(name) or await self._off_loop(
+                    self.registry.get, name)
+                many: list[Served] = await self._off_loop(self._many, name, model, queries)
+                return many
+        except TimeoutError:
+            raise DeadlineExceeded(name, timeout) from None
+
+    # -- the synchronous path (pages, notebooks, the CLI) -------------------------------------
+    def predict(self, name: str, query: Any, *, timeout_s: float | None = None) -> Served:
+        """`apredict`'s steps in the calling thread."""
+        name = self.registry.canonical(name)
+        timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        started = time.perf_counter()
+        model = self.registry.get(name)
+        key, hit = self._lookup(name, model, query)
+        if hit is not None:
+            return hit
+        item = model.prepare(query)
+        left = timeout - (time.perf_counter() - started)
+        future = self._submit(name, model, item, key, left)
+        try:
+            future.result(timeout=max(0.0, left))
+        except FutureTimeout:
+            future.cancel()
+            raise DeadlineExceeded(name, timeout) from None
+        return _served(future)
+
+    def predict_many(self, name: str, queries: Sequence[Any], *,
+                     timeout_s: float | None = None) -> list[Served]:
+        """A batch that is already one (an upload of texts, /api/predict/batch): cache hits
+        answered, the rest validated once and run as one vectorised call. InvalidInput names
+        the first bad query by its index."""
+        del timeout_s  # one call, bounded by its size (ML_MAX_BATCH_TEXTS)
+        name = self.registry.canonical(name)
+        return self._many(name, self.registry.get(name), queries)
+
+    # -- steps ----------------------------------------------------------------------------------
+    def _lookup(self, name: str, model: Model, query: Any) -> tuple[Hashable | None,
+                                                                      Served | None]:
+        cache = self._cache(name)
+        if not cache.enabled:
+            return None, None
+        key = model.cache_key(query)
+        if key is None:
+            return None, None
         result = cache.get(key)
         self.metrics.record_cache(name, hit=result is not None)
         return key, None if result is None else Served(result, cached=True)
 
-    def prepare(self, name: str, query: Any) -> Any:
-        """Validate (and for images decode) one query: InvalidInput if the model refuses it.
-        Loads the model if needed; ModelUnavailable if it cannot load."""
-        return self.recipe(name).prepare(self.registry.get(name), query)
+    async def _heavy_prepare(self, name: str, model: Model, query: Any) -> Any:
+        """Prepare on the engine's threads, admitting no more than the model's queue holds:
+        when it is full the request is refused at once instead of decoding what could only
+        wait."""
+        runner = self.runner(name)
+        if self._preparing[name] + runner.queued >= self.batch_limits(name, model).max_queue:
+            raise Overloaded(name, retry_after_s=1.0)
+        self._preparing[name] += 1
+        try:
+            return await self._off_loop(model.prepare, query)
+        finally:
+            self._preparing[name] -= 1
 
-    def submit(self, name: str, item: Any, *, key: Hashable | None = None,
-               timeout_s: float | None = None) -> Timed[Any]:
-        """Queue a prepared item; Overloaded at once when the model's queue is full.
-
-        The result is cached when it arrives; `served(future)` tells how it was made.
-        Cancelling the future takes the item out of the queue if it has not started.
-        """
-        future = self.runner(name).submit(item, timeout_s=timeout_s)
-        cache = self._caches.get(name) if key is not None else None
+    def _submit(self, name: str, model: Model, item: Any, key: Hashable | None,
+                timeout_s: float) -> Timed[Any]:
+        future = self.runner(name, model).submit(item, timeout_s=timeout_s)
+        cache = self._cache(name) if key is not None else None
         metrics = self.metrics
 
         def finish(done: Future[Any]) -> None:
@@ -164,79 +178,102 @@ class Engine:
         future.add_done_callback(finish)
         return future
 
-    @staticmethod
-    def served(future: Timed[Any]) -> Served:
-        """The finished future's result with its queue wait, compute time and batch size."""
-        return Served(future.result(), round(future.queue_s * 1e3, 4),
-                      round(future.compute_s * 1e3, 4), future.batch_size)
+    def _many(self, name: str, model: Model, queries: Sequence[Any]) -> list[Served]:
+        limit = self.settings.max_batch_texts
+        if len(queries) > limit:
+            raise InvalidInput(f"the batch holds {len(queries)} items; the limit is {limit}",
+                               field="items", limit=limit)
+        if not queries:
+            raise InvalidInput("the batch holds no items", field="items")
+        served: list[Served | None] = [None] * len(queries)
+        misses: list[tuple[int, Hashable | None, Any]] = []
+        for index, query in enumerate(queries):
+            key, hit = self._lookup(name, model, query)
+            if hit is not None:
+                served[index] = hit
+                continue
+            try:
+                misses.append((index, key, model.prepare(query)))
+            except InvalidInput as exc:
+                raise InvalidInput(f"item {index}: {exc.message}", **{
+                    **exc.details, "field": exc.field, "index": index}) from None
+        if misses:
+            started = time.perf_counter()
+            try:
+                results = model.predict([item for _, _, item in misses])
+            except Exception:
+                self.metrics.record_model_error(name)
+                raise
+            compute = time.perf_counter() - started
+            self.metrics.record_batch(name, [0.0] * len(misses), compute, len(misses))
+            cache = self._cache(name)
+            for (index, key, _), result in zip(misses, results, strict=True):
+                if key is not None:
+                    cache.put(key, result)
+                served[index] = Served(result, 0.0, round(compute * 1e3, 4), len(misses))
+        return served  # type: ignore[return-value]
 
-    def predict(self, name: str, query: Any, *, timeout_s: float | None = None) -> Served:
-        """lookup -> prepare -> submit -> wait, in the calling thread (UI pages, notebooks)."""
-        key, hit = self.lookup(name, query)
-        if hit is not None:
-            return hit
-        item = self.prepare(name, query)
-        timeout = timeout_s if timeout_s is not None else self.settings.request_timeout_s
-        future = self.submit(name, item, key=key, timeout_s=timeout)
-        future.result()
-        return self.served(future)
+    async def _off_loop(self, call: Any, *args: Any) -> Any:
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
-    # -- runners --------------------------------------------------------------------------
-    def runner(self, name: str) -> Runner:
+    # -- runners, limits, caches --------------------------------------------------------------
+    def runner(self, name: str, model: Model | None = None) -> Runner:
         """Model `name`'s batcher (Direct when batching is off), created on first use."""
         found = self._runners.get(name)
         if found is not None:
             return found
+        model = model or self.registry.get(name)
         with self._lock:
             if name not in self._runners:
                 if self._closed:
                     raise Overloaded(name, retry_after_s=1.0)
-                self._runners[name] = self._make_runner(name)
+                self._runners[name] = self._make_runner(name, model)
             return self._runners[name]
 
-    def _make_runner(self, name: str) -> Runner:
-        self.registry.status(name)  # UnknownModel for names the registry does not have
-        recipe = self.recipe(name)
-        registry = self.registry
-
-        def run(items: list[Any]) -> Sequence[Any]:
-            return recipe.run(registry.get(name), items)
-
-        limits = self.batch_limits(name)
+    def _make_runner(self, name: str, model: Model) -> Runner:
+        limits = self.batch_limits(name, model)
         runner: Runner
         if self.settings.batching and limits.max_batch > 1:
-            runner = Batcher(run, name=name, max_batch_size=limits.max_batch,
+            runner = Batcher(model.predict, name=name, max_batch_size=limits.max_batch,
                              max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
                              observer=self.metrics.record_batch)
         else:
-            runner = Direct(run, name=name, workers=self.settings.threadpool_size,
+            runner = Direct(model.predict, name=name, workers=self.settings.threadpool_size,
                             max_queue=limits.max_queue, observer=self.metrics.record_batch)
         self.metrics.watch_queue(name, lambda: runner.queued)
         return runner
 
-    def batch_limits(self, name: str) -> BatchLimits:
-        """The model's batcher limits; a max_batch of 0 means the model's own preference
-        (the image model: 4 on CPU, where bigger batches gain little, 32 on a GPU)."""
-        limits = self.settings.batching_for(name)
-        if limits.max_batch == 0:
-            preferred = getattr(self.registry.get(name), "preferred_batch", 16)
-            limits = dataclasses.replace(limits, max_batch=int(preferred))
-        return limits
+    def batch_limits(self, name: str, model: Model | None = None) -> BatchLimits:
+        """The model's own batcher limits, with ML_<MODEL>_* settings applied."""
+        model = model or self.registry.get(name)
+        overrides = self.settings.batch_overrides_for(name)
+        base = model.batch_limits
+        return BatchLimits(
+            max_batch=int(overrides.get("max_batch", base.max_batch)),
+            max_wait_ms=float(overrides.get("max_wait_ms", base.max_wait_ms)),
+            max_queue=int(overrides.get("max_queue", base.max_queue)))
 
-    # -- reports and lifecycle --------------------------------------------------------------
+    def _cache(self, name: str) -> PredictionCache:
+        cache = self._caches.get(name)
+        if cache is None:
+            cache = self._caches.setdefault(name, PredictionCache(self.settings.cache_entries))
+        return cache
+
+    # -- reports and lifecycle ----------------------------------------------------------------
     def stats(self) -> dict[str, Any]:
-        """Per model: queue depth, batching limits and cache counters."""
+        """Per loaded model: queue depth, batching limits and cache counters."""
         out: dict[str, Any] = {}
         for name in self.registry.names():
+            model = self.registry.loaded(name)
+            if model is None:
+                continue
+            limits = self.batch_limits(name, model)
             runner = self._runners.get(name)
-            limits = self.settings.batching_for(name)
-            if runner is not None:
-                limits = self.batch_limits(name)
             out[name] = {
-                "batching": bool(self.settings.batching and limits.max_batch != 1),
+                "batching": bool(self.settings.batching and limits.max_batch > 1),
                 "max_batch": limits.max_batch, "max_wait_ms": limits.max_wait_ms,
                 "max_queue": limits.max_queue, "queued": runner.queued if runner else 0,
-                "cache": self._caches[name].stats(),
+                "cache": self._cache(name).stats(),
             }
         return out
 
@@ -251,6 +288,12 @@ class Engine:
             runners = list(self._runners.values())
         for runner in runners:
             runner.close()
+        self._executor.shutdown(wait=False, cancel_futures=True)
+
+
+def _served(future: Timed[Any]) -> Served:
+    return Served(future.result(), round(future.queue_s * 1e3, 4),
+                  round(future.compute_s * 1e3, 4), future.batch_size)
 
 
 _default: Engine | None = None
@@ -264,3 +307,36 @@ def default_engine() -> Engine:
         if _default is None:
             _default = Engine(default_registry())
         return _default
+
+
+def predict(name: str, **fields: Any) -> Any:
+    """In-process, through the process-wide engine: the result of model `name` for the
+    query made of `fields`, e.g. `predict("sentiment", text="what a great day")`."""
+    engine = default_engine()
+    query = query_of(engine.registry.model_class(name), fields)
+    return engine.predict(name, query).result
+
+
+def predict_many(name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """In-process, through the process-wide engine: one result per row of query fields, run
+    as vectorised calls of up to ML_MAX_BATCH_TEXTS rows (a CSV, a DataFrame's records).
+    InvalidInput names the first row that does not fit, by its index."""
+    engine = default_engine()
+    cls = engine.registry.model_class(name)
+    queries = []
+    for index, fields in enumerate(rows):
+        try:
+            queries.append(query_of(cls, fields))
+        except InvalidInput as exc:
+            raise InvalidInput(f"row {index}: {exc}", field=exc.field, index=index) from None
+    step = engine.settings.max_batch_texts  # the engine's bound on one call; chunked here
+    results = []
+    for start in range(0, len(queries), step):
+        try:
+            served = engine.predict_many(name, queries[start:start + step])
+        except InvalidInput as exc:
+            index = start + exc.details.get("index", 0)
+            message = exc.message.partition(": ")[2] or exc.message
+            raise InvalidInput(f"row {index}: {message}", field=exc.field, index=index) from None
+        results += [s.result for s in served]
+    return results

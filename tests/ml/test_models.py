@@ -1,91 +1,121 @@
-"""One contract, checked for every registered model."""
+"""One contract, checked for every registered model: the built-ins and the plugin alike."""
 
 from __future__ import annotations
 
-import dataclasses
 from concurrent.futures import ThreadPoolExecutor
-from typing import Any
 
+import msgspec
 import pytest
 
+from api import wire
+from ml.contract import Model, call
 from ml.errors import InvalidInput
-from ml.recommender import RecommendRequest
-from ml.registry import BUILDERS
-from tests.conftest import photo
+from ml.registry import Registry, available
+from tests.conftest import same
 
-VERSIONS = {"sentiment": "sentiment-v1", "image": "image-classifier-v1",
-            "recommender": "recommender-v1"}
+NAMES = sorted(available())
 
 
-def sample_inputs(name: str, model: Any) -> list[Any]:
-    if name == "sentiment":
-        return ["I love it", "terrible service", "the bus comes at nine", "great!!"]
-    if name == "image":
-        return [photo("coffee"), photo("chelsea")]
-    users = model.known_users()
-    return [RecommendRequest(users[0]), RecommendRequest("unknown", limit=3),
-            RecommendRequest(users[1], category="produce")]
-
-
-def bad_input(name: str) -> Any:
-    return {"sentiment": "", "image": b"not an image",
-            "recommender": RecommendRequest("1", limit=0)}[name]
-
-
-@pytest.fixture(params=sorted(BUILDERS))
-def named_model(request: pytest.FixtureRequest, registry) -> tuple[str, Any]:  # type: ignore[no-untyped-def]
+@pytest.fixture(params=NAMES)
+def named_model(request: pytest.FixtureRequest, registry: Registry) -> tuple[str, Model]:
     return request.param, registry.get(request.param)
 
 
-def test_status_is_ready_with_load_time(named_model, registry) -> None:  # type: ignore[no-untyped-def]
+def test_the_default_models_are_the_built_ins_and_the_plugin() -> None:
+    assert NAMES == ["image", "recommender", "sentiment", "wine"]
+
+
+def test_status_is_ready_with_load_time(named_model, registry: Registry) -> None:  # type: ignore[no-untyped-def]
     name, model = named_model
     status = registry.status(name)
     assert status.state == "ready"
-    assert status.version == VERSIONS[name] == model.version
+    assert status.version == model.version and model.version
     assert status.load_seconds is not None and status.load_seconds > 0
 
 
 def test_info_is_a_model_card(named_model) -> None:  # type: ignore[no-untyped-def]
     name, model = named_model
     info = model.info()
-    assert info["name"] == name
-    assert info["version"] == VERSIONS[name]
-    for key in ("task", "architecture", "source", "training", "evaluation", "limits"):
+    assert info["name"] == name and info["version"] == model.version
+    for key in ("task", "architecture", "source", "training", "evaluation", "limits",
+                "headline"):
         assert info[key], key
+    assert {"label", "value"} <= set(info["headline"])
 
 
-def test_predict_returns_one_frozen_result_per_input(named_model) -> None:  # type: ignore[no-untyped-def]
+def test_query_and_result_are_frozen_structs(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    for kind in (model.Query, model.Result):
+        assert issubclass(kind, msgspec.Struct) and kind.__struct_config__.frozen
+    examples = model.examples()
+    assert examples and all(isinstance(q, model.Query) for q in examples)
+    result = call(model, examples[0])
+    assert isinstance(result, model.Result)
+    first = msgspec.structs.fields(result)[0].name
+    with pytest.raises(AttributeError):
+        setattr(result, first, None)
+
+
+def test_predict_is_one_vectorised_call_with_one_result_per_item(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    queries = model.examples() * 2
+    items = [model.prepare(q) for q in queries]
+    batch = model.predict(items)
+    assert len(batch) == len(queries)
+    for one, query in zip(batch, queries, strict=True):
+        assert same(one, call(model, query))
+
+
+def test_the_wire_shape_round_trips_every_example(named_model) -> None:  # type: ignore[no-untyped-def]
     name, model = named_model
-    inputs = sample_inputs(name, model)
-    results = model.predict(inputs)
-    assert isinstance(results, list) and len(results) == len(inputs)
-    for result in results:
-        assert dataclasses.is_dataclass(result)
-        field = dataclasses.fields(result)[0].name
-        with pytest.raises(dataclasses.FrozenInstanceError):
-            setattr(result, field, None)
+    op = wire.operation(name, type(model))
+    for query in model.examples():
+        body = msgspec.json.decode(wire.json_body(op, query))
+        decoded = msgspec.convert(body, op.request)
+        if not op.takes_files:
+            assert decoded == query
+        encoded = wire.encode_prediction(call(model, query), 1.5, model.version)
+        response = msgspec.json.decode(encoded, type=op.response)
+        assert response.latency_ms == 1.5 and response.model == model.version
 
 
-def test_bad_input_raises_invalid_input(named_model) -> None:  # type: ignore[no-untyped-def]
-    name, model = named_model
-    with pytest.raises(InvalidInput):
-        model.predict([bad_input(name)])
+def test_a_wrong_typed_field_is_invalid_input(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    example = model.examples()[0]
+    first = msgspec.structs.fields(example)[0].name
+    with pytest.raises(InvalidInput) as caught:
+        model.prepare(msgspec.structs.replace(example, **{first: None}))
+    assert caught.value.field
+
+
+def test_cache_keys_tell_queries_apart(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    examples = model.examples()
+    assert model.cache_key(examples[0]) == model.cache_key(msgspec.structs.replace(examples[0]))
+    keys = {model.cache_key(q) for q in examples}
+    assert len(keys) == len(set(examples))
 
 
 def test_concurrent_predictions_equal_serial_ones(named_model) -> None:  # type: ignore[no-untyped-def]
-    name, model = named_model
-    inputs = sample_inputs(name, model)
-    expected = model.predict(inputs)
-    with ThreadPoolExecutor(max_workers=8) as pool:
-        runs = list(pool.map(lambda _: model.predict(inputs), range(16)))
-    for run in runs:
-        if name == "image":  # float sums may differ in the last bits between batch shapes
-            assert [[p.label for p in r.predictions] for r in run] == \
-                   [[p.label for p in r.predictions] for r in expected]
-        else:
-            assert run == expected
-
-
-def test_warmup_runs(named_model) -> None:  # type: ignore[no-untyped-def]
     _, model = named_model
+    queries = model.examples()
+    expected = [call(model, q) for q in queries]
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        runs = list(pool.map(lambda _: [call(model, q) for q in queries], range(16)))
+    for run in runs:
+        assert all(same(a, b) for a, b in zip(run, expected, strict=True))
+
+
+def test_warmup_changes_no_answer(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    before = [call(model, q) for q in model.examples()]
     model.warmup()
+    after = [call(model, q) for q in model.examples()]
+    assert all(same(a, b) for a, b in zip(before, after, strict=True))
+
+
+def test_workload_is_many_queries_of_the_model(named_model) -> None:  # type: ignore[no-untyped-def]
+    _, model = named_model
+    workload = model.workload(50)
+    assert len(workload) == 50 and all(isinstance(q, model.Query) for q in workload)
+    assert all(isinstance(call(model, q), model.Result) for q in workload[:5])

@@ -43,3 +43,54 @@ def test_importing_the_api_creates_no_registry(tmp_path: Path) -> None:
     result = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True,
                             env=env, cwd=tmp_path, timeout=120)
     assert result.stdout.strip() == "ok", result.stderr
+
+
+def imports_of(path: Path) -> set[str]:
+    """Every module `path` imports, at the top or inside a function."""
+    import ast
+
+    found: set[str] = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.Import):
+            found |= {alias.name for alias in node.names}
+        elif isinstance(node, ast.ImportFrom) and node.module and not node.level:
+            found.add(node.module)
+            found |= {f"{node.module}.{alias.name}" for alias in node.names}
+    return found
+
+
+ML = {f"ml.{p.stem}": p for p in (ROOT / "ml").glob("*.py") if p.stem != "__init__"}
+
+
+def test_ml_imports_nothing_from_the_http_layer_or_web_frameworks() -> None:
+    for name, path in ML.items():
+        outside = {m for m in imports_of(path) if m.split(".")[0] in {
+            "api", "views", "benchmarks", "server", "app", "starlette", "streamlit",
+            "uvicorn", "fastapi", "httpx", "h11", "httptools"}}
+        assert not outside, f"{name} imports {sorted(outside)}"
+
+
+def test_ml_has_no_import_cycle() -> None:
+    graph = {name: {m for m in imports_of(path) if m in ML} - {name}
+             for name, path in ML.items()}
+    state: dict[str, str] = {}
+
+    def visit(node: str, trail: list[str]) -> None:
+        state[node] = "open"
+        for child in sorted(graph[node]):
+            assert state.get(child) != "open", " -> ".join([*trail, node, child])
+            if child not in state:
+                visit(child, [*trail, node])
+        state[node] = "done"
+
+    for node in sorted(graph):
+        if node not in state:
+            visit(node, [])
+
+
+def test_ml_settings_have_no_http_settings() -> None:
+    from ml.config import Settings
+
+    http = ("KEY", "CORS", "RATE", "PROXIES", "HEADER", "URL_FETCH", "UI_", "AUTH")
+    assert not [row["env"] for row in Settings.describe()
+                if any(word in row["env"] for word in http)]

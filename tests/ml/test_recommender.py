@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 
 from ml.errors import InvalidInput
-from ml.recommender import MIN_HOUSEHOLDS, RecommendRequest, personas
+from ml.grocery import MIN_HOUSEHOLDS, personas
+from ml.recommender import RecommendQuery
 
 
 @pytest.fixture(scope="module")
@@ -33,25 +34,26 @@ def test_known_household_gets_als_items_it_has_not_bought(recommender, household
     result = recommender.recommend(household, limit=10)
     assert result.strategy == "als"
     assert result.user_id == household
-    assert len(result.items) == 10
+    assert len(result.recommendations) == 10
     bought = {item.item_id for item in recommender.history(household, limit=100)}
-    assert not bought & {item.item_id for item in result.items}
-    scores = [item.score for item in result.items]
+    assert not bought & {item.item_id for item in result.recommendations}
+    scores = [item.score for item in result.recommendations]
     assert scores == sorted(scores, reverse=True)
-    assert all(" - " in item.description or "(" in item.description for item in result.items)
+    assert all(" - " in item.description or "(" in item.description
+               for item in result.recommendations)
 
 
 def test_include_purchased(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
     result = recommender.recommend(household, limit=20, exclude_purchased=False)
     bought = {item.item_id for item in recommender.history(household, limit=100)}
-    assert bought & {item.item_id for item in result.items}
+    assert bought & {item.item_id for item in result.recommendations}
 
 
 @pytest.mark.parametrize("category", ["PRODUCE", "produce", " Meat "])
 def test_category_filters_by_department(recommender, household: str, category: str) -> None:  # type: ignore[no-untyped-def]
     result = recommender.recommend(household, limit=15, category=category)
-    assert len(result.items) == 15
-    assert {item.department for item in result.items} == {category.strip().upper()}
+    assert len(result.recommendations) == 15
+    assert {item.department for item in result.recommendations} == {category.strip().upper()}
 
 
 def test_unknown_category_lists_valid_ones(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
@@ -65,10 +67,10 @@ def test_unknown_category_lists_valid_ones(recommender, household: str) -> None:
 def test_unknown_household_gets_popular_items_flagged(recommender, user_id: str) -> None:  # type: ignore[no-untyped-def]
     result = recommender.recommend(user_id, limit=5)
     assert result.strategy == "popular"
-    assert len(result.items) == 5
-    assert result.items[0].score >= result.items[-1].score
+    assert len(result.recommendations) == 5
+    assert result.recommendations[0].score >= result.recommendations[-1].score
     meat = recommender.recommend(user_id, limit=5, category="meat")
-    assert {item.department for item in meat.items} == {"MEAT"}
+    assert {item.department for item in meat.recommendations} == {"MEAT"}
 
 
 def test_integer_and_string_ids_agree(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
@@ -79,10 +81,10 @@ def test_fold_in_for_a_new_household(recommender, household: str) -> None:  # ty
     picked = [item.item_id for item in recommender.history(household, limit=8)]
     result = recommender.recommend_for_items(picked, limit=10)
     assert result.strategy == "fold_in"
-    assert not set(picked) & {item.item_id for item in result.items}
+    assert not set(picked) & {item.item_id for item in result.recommendations}
     # a household like the one whose items were picked gets overlapping suggestions
-    known = {item.item_id for item in recommender.recommend(household, limit=50).items}
-    assert known & {item.item_id for item in result.items}
+    known = {item.item_id for item in recommender.recommend(household, limit=50).recommendations}
+    assert known & {item.item_id for item in result.recommendations}
     assert recommender.recommend_for_items([], limit=3).strategy == "popular"
     with pytest.raises(InvalidInput):
         recommender.recommend_for_items(["no-such-item"])
@@ -108,10 +110,12 @@ def test_invalid_input(recommender, kwargs: dict, field: str) -> None:  # type: 
 
 
 def test_batch_predict(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
-    requests = [RecommendRequest(household, limit=3), RecommendRequest("nobody", limit=2)]
-    results = recommender.predict(requests)
-    assert [r.strategy for r in results] == ["als", "popular"]
-    assert [len(r.items) for r in results] == [3, 2]
+    liked = recommender.history(household, limit=1)[0].item_id
+    queries = [RecommendQuery(household, limit=3), RecommendQuery("nobody", limit=2),
+               RecommendQuery("new", items=(liked,))]
+    results = recommender.predict([recommender.prepare(q) for q in queries])
+    assert [r.strategy for r in results] == ["als", "popular", "fold_in"]
+    assert [len(r.recommendations) for r in results] == [3, 2, 10]
 
 
 def test_personas_have_demographics() -> None:
@@ -120,8 +124,11 @@ def test_personas_have_demographics() -> None:
     assert {"household_id", "age", "income"} <= set(people[0])
 
 
-def test_loading_pins_openblas_to_one_thread(recommender) -> None:  # type: ignore[no-untyped-def]
+def test_a_serving_engine_pins_openblas_to_one_thread(registry) -> None:  # type: ignore[no-untyped-def]
     from threadpoolctl import threadpool_info
 
+    from ml.engine import Engine
+
+    Engine(registry).close()
     pools = [p for p in threadpool_info() if p["internal_api"] == "openblas"]
     assert pools and all(p["num_threads"] == 1 for p in pools)

@@ -3,16 +3,18 @@
 from __future__ import annotations
 
 import logging
+import re
 import shutil
 from pathlib import Path
 
+import msgspec
 import numpy as np
 import pytest
 
 from ml.artifacts import ArtifactStore
 from ml.config import Settings
 from ml.errors import InvalidInput
-from ml.sentiment import LABELS, SentimentResult, build, load_corpus
+from ml.sentiment import LABELS, PRINTABLE, SentimentQuery, SentimentResult, build, load_corpus
 
 # -- behavioural tables (minimum functionality, direction, invariance) ---------------------
 
@@ -63,13 +65,18 @@ def test_invariance(sentiment, a: str, b: str) -> None:  # type: ignore[no-untyp
 # -- result contract and equivalence ------------------------------------------------------
 
 def test_result_fields(sentiment) -> None:  # type: ignore[no-untyped-def]
-    result = sentiment.predict_one("I love sunny days")
+    result = sentiment.predict_one("I love sunny days", detailed=True)
     assert isinstance(result, SentimentResult)
     assert result.sentiment in LABELS
-    assert result.confidence == max(result.probabilities.values())
-    assert result.score == pytest.approx(result.positive - result.negative)
+    shares = msgspec.structs.asdict(result.probabilities)
+    assert result.confidence == max(shares.values()) == shares[result.sentiment]
+    assert result.score == pytest.approx(shares["positive"] - shares["negative"])
     assert -1.0 <= result.score <= 1.0
-    assert sum(result.probabilities.values()) == pytest.approx(1.0)
+    assert sum(shares.values()) == pytest.approx(1.0)
+    plain = sentiment.predict_one("I love sunny days")
+    assert plain.probabilities is None and plain.terms is None  # only when detailed
+    assert (plain.sentiment, plain.confidence, plain.score) == \
+        (result.sentiment, result.confidence, result.score)
     with pytest.raises(AttributeError):
         result.sentiment = "neutral"  # type: ignore[misc]
 
@@ -78,29 +85,28 @@ def test_fast_path_matches_sklearn_pipeline(sentiment) -> None:  # type: ignore[
     texts, _ = load_corpus()
     sample = [*texts[::37][:1000], "!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
     expected = sentiment.pipeline.predict_proba(sample)
-    single = np.array([[r.negative, r.neutral, r.positive]
-                       for r in (sentiment.predict_one(t) for t in sample)])
-    batch = np.array([[r.negative, r.neutral, r.positive] for r in sentiment.predict(sample)])
+    single = np.vstack([sentiment.probabilities([t]) for t in sample])  # the fast path
+    batch = sentiment.probabilities(sample)  # the vectorised path
     assert np.abs(single - expected).max() < 1e-9
     assert np.abs(batch - expected).max() < 1e-9
 
 
 def test_batch_preserves_order_and_matches_single(sentiment) -> None:  # type: ignore[no-untyped-def]
     texts = ["great", "awful", "the bus leaves at nine", "great"] * 5
-    batch = sentiment.predict(texts, detailed=True)
+    batch = sentiment.classify(texts, detailed=True)
     assert [r.sentiment for r in batch] == [sentiment.predict_one(t).sentiment for t in texts]
     assert batch[0] == batch[3]
 
 
 def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no-untyped-def]
     result = sentiment.predict_one("I love this wonderful phone", detailed=True)
-    terms = dict(result.terms)
+    terms = {t.term: t.weight for t in result.terms}
     assert "love" in terms and terms["love"] > 0
-    assert sentiment.predict_one("I love this", detailed=False).terms == ()
+    assert sentiment.predict_one("I love this", detailed=False).terms is None
 
 
 def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
-    result = sentiment.predict_one("qwxz vbnm")
+    result = sentiment.predict_one("qwxz vbnm", detailed=True)
     assert result.sentiment in LABELS
     assert result.terms == ()
 
@@ -130,10 +136,18 @@ def test_invalid_input_names_the_problem(sentiment, text: object, fragment: str)
     assert caught.value.field == "text"
 
 
-def test_invalid_item_in_batch_is_named_by_index(sentiment) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.parametrize("text", [
+    pytest.param("\x00\x07\x1b", id="control-characters"),
+    pytest.param("\u200b\u200d\ufeff", id="format-characters"),
+    pytest.param(" \u202e \u2066\u2069 ", id="direction-marks-and-spaces"),
+    pytest.param("\u00ad\u180e", id="soft-hyphen-mongolian-separator"),
+])
+def test_text_with_nothing_printable_is_refused_like_empty_text(sentiment, text: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput) as caught:
-        sentiment.predict(["fine", "also fine", "  "])
-    assert caught.value.field == "texts[2]"
+        sentiment.prepare(SentimentQuery(text))
+    assert caught.value.field == "text" and "no printable characters" in caught.value.message
+    assert sentiment.prepare(SentimentQuery(text + "ok"))[0] == text + "ok"
+    assert re.search(PRINTABLE, text) is None  # the schema's pattern says the same
 
 
 def test_limit_comes_from_settings(settings: Settings) -> None:
@@ -162,7 +176,6 @@ def test_corrupted_artifact_is_rebuilt(settings: Settings, sentiment, tmp_path: 
     assert "rebuilding" in caplog.text
     # Training runs on one BLAS thread, so the rebuilt model equals the original whatever
     # thread settings the process has by now (the recommender pins OpenBLAS, say).
-    for text in ("I love it", "terrible service", "the bus comes at nine"):
-        assert rebuilt.predict_one(text).probabilities == pytest.approx(
-            sentiment.predict_one(text).probabilities, abs=1e-9)
+    texts = ["I love it", "terrible service", "the bus comes at nine"]
+    assert np.abs(rebuilt.probabilities(texts) - sentiment.probabilities(texts)).max() < 1e-9
     assert rebuilt.evaluation == sentiment.evaluation
