@@ -17,24 +17,23 @@ from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api.app import create_app, serving
+from api.config import ApiSettings
 from api.middleware import is_api
 from api.ratelimit import default_buckets
 from api.service import Service
 from api.ui import UiGuard
-from ml.config import Settings
 from ml.engine import default_engine
-from ml.registry import default_registry
 
 # One registry, one engine (batchers, caches) and one set of rate-limit buckets, shared by
 # the pages and the API.
-settings = Settings.from_env()
-service = Service(settings, default_registry(), engine=default_engine(),
+settings = ApiSettings.from_env()
+service = Service(settings, default_engine(),
                   rate_limits=default_buckets(settings.rate_limit_per_second,
                                               settings.rate_limit_burst))
 api = create_app(service=service)
 
 # The API app answers its own paths (with its own middleware, errors and 404/405s), mounted
-# under st.App's routes so that Streamlit's catch-all never serves HTML for an API path.
+# under st.App's routes as well so that Streamlit's catch-all never serves HTML for them.
 api_routes = [Route(path, api) for path in (
     "/api/{path:path}", "/health", "/health/{path:path}", "/metrics", "/metrics/{path:path}",
     "/openapi.json", "/docs")]

@@ -8,13 +8,13 @@ import logging.handlers
 import queue
 from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
 
 from starlette.applications import Starlette
 from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
+from api.config import ApiSettings
 from api.errors import EXCEPTION_HANDLERS
 from api.middleware import (
     AuthMiddleware,
@@ -22,27 +22,32 @@ from api.middleware import (
     RateLimitMiddleware,
     RequestContextMiddleware,
 )
-from api.routes import ROUTES
+from api.routes import operations, routes
 from api.service import Service
-from ml.config import Settings
+from api.wire import Operation
 from ml.registry import Registry, default_registry
 
 
-def middleware_for(service: Service) -> list[Middleware]:
-    """The API's middleware, outermost first (also installed on the one-process app)."""
+def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Middleware]:
+    """The API's middleware, outermost first."""
     settings = service.settings
-    stack = [Middleware(RequestContextMiddleware, metrics=service.metrics,
-                        known_routes=[r.path for r in ROUTES])]
+    made = routes(list(ops))
+    stack = [Middleware(RequestContextMiddleware, metrics=service.http_metrics,
+                        known_routes=[r.path for r in made])]
     if settings.cors_origins:
         stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                                 allow_methods=["GET", "POST"],
                                 allow_headers=["authorization", "x-api-key", "content-type",
-                                               "x-request-id"],
-                                expose_headers=["x-request-id", "retry-after"]))
+                                               "x-request-id", "x-request-timeout-ms"],
+                                expose_headers=["x-request-id", "retry-after",
+                                                "server-timing"]))
+    # routes of models that take files accept bodies up to ML_MAX_BODY_BYTES, the rest
+    # stop at ML_MAX_JSON_BODY_BYTES
+    with_files = {path: settings.max_body_bytes for op in ops
+                  if isinstance(op, Operation) and op.takes_files for path in op.paths}
     stack += [
         Middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
-                   per_path={"/api/predict/image": settings.max_body_bytes},
-                   timeout_s=settings.body_timeout_s),
+                   per_path=with_files, timeout_s=settings.body_timeout_s),
         Middleware(AuthMiddleware, keys=settings.api_keys,
                    trusted_proxies=settings.trusted_proxies,
                    failure_rate=settings.auth_failures_per_minute / 60,
@@ -66,24 +71,26 @@ async def serving(service: Service) -> AsyncIterator[None]:
         restore_signals()
 
 
-def create_app(settings: Settings | None = None, registry: Registry | None = None,
-               service: Service | None = None, extra_routes: Sequence[Any] = ()) -> Starlette:
-    """The API over `registry` (default: the process-wide one, shared with the UI)."""
+def create_app(settings: ApiSettings | None = None, registry: Registry | None = None,
+               service: Service | None = None) -> Starlette:
+    """The API over `registry` (default: the process-wide one, shared with the UI): a
+    route per registered model, derived from the model contract."""
     if service is None:
-        settings = settings or (registry.settings if registry else Settings.from_env())
-        service = Service(settings, registry or default_registry())
+        service = Service.over(registry or default_registry(), settings)
 
     @asynccontextmanager
     async def lifespan(app: Starlette) -> AsyncIterator[None]:
         async with serving(service):
             yield
 
-    app = Starlette(routes=[*ROUTES, *extra_routes], middleware=middleware_for(service),
+    ops = operations(service.registry)
+    app = Starlette(routes=routes(ops), middleware=middleware_for(service, ops),
                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     # A path with a stray slash is a 404, not a redirect: Starlette's redirect is built
     # from the request's Host header, and a 307 keeps the body and often the key.
     app.router.redirect_slashes = False
     app.state.service = service
+    app.state.operations = ops
     return app
 
 

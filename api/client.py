@@ -1,4 +1,9 @@
-"""A small typed client for the REST API (httpx), for notebooks, benchmarks and users."""
+"""A small client for the REST API (httpx), for notebooks, benchmarks and users.
+
+`predict(name, ...)` calls any model's route with the fields of its query; the answer is
+decoded into that model's response type (its result type, with `latency_ms` and `model`).
+The typed shortcuts (`sentiment`, `image`, ...) are the same calls for the built-in models.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +12,9 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 
-from api import schemas
+from api import schemas, wire
 
 
 class ApiClientError(Exception):
@@ -24,6 +30,22 @@ class ApiClientError(Exception):
         self.request_id = request_id
 
 
+def _result_type(name: str) -> type[msgspec.Struct] | None:
+    """The result type of a model (or alias) this process can import (None: decode as a
+    plain dict)."""
+    from ml.contract import model_class
+    from ml.registry import available, resolve
+
+    known = available()
+    entry = known.get(name) or next((e for e in known.values() if name in e.aliases), None)
+    if entry is None or entry.target is None:
+        return None
+    try:
+        return model_class(resolve(entry.target)).Result
+    except Exception:  # noqa: BLE001 - not importable here: plain dicts will do
+        return None
+
+
 class Client:
     """Calls the prediction API; one keep-alive connection pool per client.
 
@@ -36,6 +58,7 @@ class Client:
         headers = {"authorization": f"Bearer {api_key}"} if api_key else {}
         self.http = httpx.Client(base_url=base_url, headers=headers, timeout=timeout,
                                  transport=transport)
+        self._types: dict[str, type[msgspec.Struct] | None] = {}
 
     def __enter__(self) -> Client:
         return self
@@ -48,47 +71,51 @@ class Client:
         self.http.close()
 
     # -- predictions ------------------------------------------------------------------------
-    def sentiment(self, text: str, *, detailed: bool = False) -> schemas.SentimentResponse:
+    def predict(self, name: str, *, files: dict[str, bytes] | None = None,
+                **fields: Any) -> Any:
+        """Model `name`'s answer to the query made of `fields`; `files` sends bytes fields
+        as a multipart upload (otherwise give them as `<field>_base64` or `<field>_url`)."""
+        path = f"/api/predict/{name}"
+        if files:
+            data = {k: str(v) for k, v in fields.items()}
+            response = self.http.post(path, files={k: (k, v) for k, v in files.items()},
+                                      data=data)
+            return self._decode(name, self._check(response), batch=False)
+        return self._decode(name, self._check(self.http.post(path, json=fields)), batch=False)
+
+    def batch(self, texts: list[str], *, model: str = "sentiment",
+              **options: Any) -> Any:
+        """One result per text, in order."""
+        body = self._check(self.http.post(wire.BATCH_ROUTE, json={
+            "texts": texts, "model": model, "options": options}))
+        return self._decode(model, body, batch=True)
+
+    def sentiment(self, text: str, *, detailed: bool = False) -> Any:
         """Sentiment of one text."""
-        body = self._post("/api/predict/sentiment",
-                          {"text": text, "options": {"detailed": detailed}})
-        return schemas.SentimentResponse.model_validate(body)
+        return self.predict("sentiment", text=text, options={"detailed": detailed})
 
-    def batch(self, texts: list[str], *, detailed: bool = False) -> schemas.BatchResponse:
-        """Sentiment of many texts, in order."""
-        body = self._post("/api/predict/batch", {"texts": texts, "model": "sentiment",
-                                                 "options": {"detailed": detailed}})
-        return schemas.BatchResponse.model_validate(body)
-
-    def image(self, image: bytes | Path | str, *, top_k: int = 5,
-              upload: bool = False) -> schemas.ImageResponse:
+    def image(self, image: bytes | Path | str, *, top_k: int = 5, upload: bool = False) -> Any:
         """Classify image bytes or a file (base64 JSON, or multipart with upload=True);
         a str starting with http(s):// is sent as image_url for the server to fetch."""
         if isinstance(image, str) and image.startswith(("http://", "https://")):
-            body = self._post("/api/predict/image", {"image_url": image, "top_k": top_k})
-            return schemas.ImageResponse.model_validate(body)
+            return self.predict("image", image_url=image, top_k=top_k)
         data = Path(image).read_bytes() if isinstance(image, (Path, str)) else image
         if upload:
-            response = self.http.post("/api/predict/image", files={"image": ("image", data)},
-                                      data={"top_k": str(top_k)})
-            return schemas.ImageResponse.model_validate(self._check(response))
-        body = self._post("/api/predict/image",
-                          {"image_base64": base64.b64encode(data).decode(), "top_k": top_k})
-        return schemas.ImageResponse.model_validate(body)
+            return self.predict("image", files={"image": data}, top_k=top_k)
+        return self.predict("image", image_base64=base64.b64encode(data).decode(),
+                            top_k=top_k)
 
     def recommend(self, user_id: str, *, category: str | None = None, limit: int = 10,
-                  exclude_purchased: bool = True) -> schemas.RecommendResponse:
-        """Recommendations for a household."""
-        body = self._post("/api/predict/recommend", {
-            "user_id": user_id, "context": {"category": category}, "limit": limit,
-            "exclude_purchased": exclude_purchased})
-        return schemas.RecommendResponse.model_validate(body)
+                  exclude_purchased: bool = True) -> Any:
+        """Recommendations for a household (the product spec's route)."""
+        return self.predict("recommend", user_id=user_id, context={"category": category},
+                            limit=limit, exclude_purchased=exclude_purchased)
 
     # -- operations -------------------------------------------------------------------------
     def health(self) -> schemas.HealthResponse:
         """/health (a 503 'unhealthy' body is returned, not raised)."""
-        response = self.http.get("/health")
-        return schemas.HealthResponse.model_validate(response.json())
+        return msgspec.json.decode(self.http.get("/health").content,
+                                   type=schemas.HealthResponse)
 
     def ready(self) -> bool:
         """True when /health/ready answers 200."""
@@ -96,15 +123,22 @@ class Client:
 
     def models(self) -> schemas.ModelsResponse:
         """Each model's state and card."""
-        return schemas.ModelsResponse.model_validate(self._check(self.http.get("/api/models")))
+        return msgspec.convert(self._check(self.http.get("/api/models")),
+                               schemas.ModelsResponse)
 
     def metrics(self) -> schemas.MetricsResponse:
         """The JSON metrics."""
-        return schemas.MetricsResponse.model_validate(self._check(self.http.get("/metrics")))
+        return msgspec.convert(self._check(self.http.get("/metrics")), schemas.MetricsResponse)
 
     # -- internals --------------------------------------------------------------------------
-    def _post(self, path: str, payload: dict[str, Any]) -> Any:
-        return self._check(self.http.post(path, json=payload))
+    def _decode(self, name: str, body: Any, *, batch: bool) -> Any:
+        if name not in self._types:
+            self._types[name] = _result_type(name)
+        result = self._types[name]
+        if result is None:
+            return body
+        kind = wire.batch_response_type(result) if batch else wire.response_type(result)
+        return msgspec.convert(body, kind)
 
     @staticmethod
     def _check(response: httpx.Response) -> Any:

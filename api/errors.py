@@ -18,11 +18,21 @@ from ml.errors import (
     ModelUnavailable,
     Overloaded,
     UnknownModel,
-    UrlFetchFailed,
-    UrlNotAllowed,
 )
 
 logger = logging.getLogger("api")
+
+
+class UrlNotAllowed(InvalidInput):
+    """Raised when a URL input points somewhere the service must not reach (SSRF guard)."""
+
+    code = "url_not_allowed"
+
+
+class UrlFetchFailed(InvalidInput):
+    """Raised when a URL input could not be fetched: timeout, bad status, too big."""
+
+    code = "url_fetch_failed"
 
 # ml error -> HTTP status. Subclasses before their bases: the first match wins.
 STATUS: tuple[tuple[type[MLError], int], ...] = (

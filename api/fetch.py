@@ -1,4 +1,5 @@
-"""image_url fetching that cannot be turned against internal addresses (SSRF)."""
+"""URL inputs (image_url, any `<field>_url`) fetched so that they cannot be turned against
+internal addresses (SSRF)."""
 
 from __future__ import annotations
 
@@ -10,8 +11,8 @@ from collections.abc import Awaitable, Callable, Iterable
 import anyio
 import httpx
 
+from api.errors import UrlFetchFailed, UrlNotAllowed
 from api.middleware import uint
-from ml.errors import UrlFetchFailed, UrlNotAllowed
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
@@ -23,7 +24,7 @@ async def system_resolver(host: str, port: int) -> list[str]:
     try:
         infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     except OSError as exc:
-        raise UrlFetchFailed(f"cannot resolve host {host!r}: {exc}", field="image_url") from None
+        raise UrlFetchFailed(f"cannot resolve host {host!r}: {exc}", field="url") from None
     return sorted({str(info[4][0]) for info in infos})
 
 
@@ -96,19 +97,19 @@ class ImageFetcher:
         """Close pooled connections."""
         await self.client.aclose()
 
-    async def fetch(self, url: str) -> bytes:
-        """The body at `url`, or UrlNotAllowed / UrlFetchFailed."""
+    async def fetch(self, url: str, *, field: str = "url") -> bytes:
+        """The body at `url`, or UrlNotAllowed / UrlFetchFailed naming the input `field`."""
         try:
             with anyio.fail_after(self.timeout_s):
-                return await self._fetch(url)
+                return await self._fetch(url, field)
         except TimeoutError:
-            raise UrlFetchFailed(f"image_url took longer than {self.timeout_s:g}s",
-                                 field="image_url") from None
+            raise UrlFetchFailed(f"{field} took longer than {self.timeout_s:g}s",
+                                 field=field) from None
 
-    async def _fetch(self, url: str) -> bytes:
-        current = self._parse(url)
+    async def _fetch(self, url: str, field: str) -> bytes:
+        current = self._parse(url, field)
         for _ in range(self.max_redirects + 1):
-            address = await self.check(current)
+            address = await self.check(current, field=field)
             target = current.copy_with(host=address)
             host_header = current.host if current.port is None else f"{current.host}:{current.port}"
             extensions = {"sni_hostname": current.host} if current.scheme == "https" else {}
@@ -118,66 +119,69 @@ class ImageFetcher:
             try:
                 response = await self.client.send(request, stream=True)
             except httpx.HTTPError as exc:
-                raise UrlFetchFailed(f"could not fetch image_url: {type(exc).__name__}",
-                                     field="image_url") from None
+                raise UrlFetchFailed(f"could not fetch {field}: {type(exc).__name__}",
+                                     field=field) from None
             try:
                 if response.is_redirect:
                     location = response.headers.get("location")
                     if not location:
-                        raise UrlFetchFailed("redirect without a Location", field="image_url")
-                    current = self._parse(str(current.join(location)))
+                        raise UrlFetchFailed("redirect without a Location", field=field)
+                    current = self._parse(str(current.join(location)), field)
                     continue
                 if response.status_code != 200:
-                    raise UrlFetchFailed(f"image_url answered HTTP {response.status_code}",
-                                         field="image_url", status=response.status_code)
-                return await self._read(response)
+                    raise UrlFetchFailed(f"{field} answered HTTP {response.status_code}",
+                                         field=field, status=response.status_code)
+                return await self._read(response, field)
             finally:
                 await response.aclose()
-        raise UrlFetchFailed(f"image_url redirected more than {self.max_redirects} times",
-                             field="image_url")
+        raise UrlFetchFailed(f"{field} redirected more than {self.max_redirects} times",
+                             field=field)
 
-    async def check(self, url: httpx.URL) -> str:
+    async def check(self, url: httpx.URL, *, field: str = "url") -> str:
         """The address to connect to, if every address of the host is allowed."""
         host = url.host
         try:
             literal: IPAddress | None = ipaddress.ip_address(host)
         except ValueError:
             literal = None
-        addresses = [str(literal)] if literal is not None else await self.resolver(
-            host, url.port or (443 if url.scheme == "https" else 80))
+        try:
+            addresses = [str(literal)] if literal is not None else await self.resolver(
+                host, url.port or (443 if url.scheme == "https" else 80))
+        except UrlFetchFailed as exc:
+            raise UrlFetchFailed(exc.message, field=field) from None
         if not addresses:
-            raise UrlFetchFailed(f"host {host!r} has no address", field="image_url")
+            raise UrlFetchFailed(f"host {host!r} has no address", field=field)
         for address in addresses:
             ip = ipaddress.ip_address(address.split("%")[0])
             if not (is_public(ip) or any(ip in network for network in self.allow)):
-                raise UrlNotAllowed(f"image_url host {host!r} resolves to a non-public "
-                                    f"address ({ip}); refused", field="image_url")
+                raise UrlNotAllowed(f"{field} host {host!r} resolves to a non-public "
+                                    f"address ({ip}); refused", field=field)
         return addresses[0]
 
-    def _parse(self, url: str) -> httpx.URL:
+    def _parse(self, url: str, field: str) -> httpx.URL:
         try:
             parsed = httpx.URL(url)
         except (httpx.InvalidURL, ValueError, TypeError):
-            raise UrlNotAllowed("image_url is not a valid URL", field="image_url") from None
+            raise UrlNotAllowed(f"{field} is not a valid URL", field=field) from None
         if parsed.scheme not in ("http", "https"):
-            raise UrlNotAllowed(f"image_url scheme {parsed.scheme or '(none)'!r} is not "
-                                "allowed; use http or https", field="image_url")
+            raise UrlNotAllowed(f"{field} scheme {parsed.scheme or '(none)'!r} is not "
+                                "allowed; use http or https", field=field)
         if not parsed.host:
-            raise UrlNotAllowed("image_url has no host", field="image_url")
+            raise UrlNotAllowed(f"{field} has no host", field=field)
         if parsed.userinfo:
-            raise UrlNotAllowed("image_url must not carry credentials", field="image_url")
+            raise UrlNotAllowed(f"{field} must not carry credentials", field=field)
         return parsed
 
-    async def _read(self, response: httpx.Response) -> bytes:
+    async def _read(self, response: httpx.Response, field: str) -> bytes:
         declared = response.headers.get("content-length")
         size = uint(declared) if declared else None
         if size is not None and size > self.max_bytes:
-            raise UrlFetchFailed(f"image_url is larger than {self.max_bytes} bytes",
-                                 field="image_url", limit=self.max_bytes)
+            raise UrlFetchFailed(f"{field} is larger than {self.max_bytes} bytes",
+                                 field=field, limit=self.max_bytes)
         body = bytearray()
         async for chunk in response.aiter_bytes():  # decoded, so gzip cannot smuggle size
             body += chunk
             if len(body) > self.max_bytes:
-                raise UrlFetchFailed(f"image_url is larger than {self.max_bytes} bytes",
-                                     field="image_url", limit=self.max_bytes)
+                raise UrlFetchFailed(f"{field} is larger than {self.max_bytes} bytes",
+                                     field=field, limit=self.max_bytes)
         return bytes(body)

@@ -19,8 +19,8 @@ from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.errors import error_body
+from api.metrics import HttpMetrics
 from api.ratelimit import TokenBuckets, client_address, networks, retry_after
-from ml.metrics import Metrics
 
 logger = logging.getLogger("api.access")
 
@@ -68,7 +68,8 @@ def route_label(path: str, known: frozenset[str]) -> str:
 class RequestContextMiddleware:
     """Request id (accepted or generated, echoed), security headers, access log, metrics."""
 
-    def __init__(self, app: ASGIApp, metrics: Metrics, known_routes: Iterable[str]) -> None:
+    def __init__(self, app: ASGIApp, metrics: HttpMetrics, known_routes: Iterable[str]
+                 ) -> None:
         self.app = app
         self.metrics = metrics
         self.known = frozenset(known_routes)
@@ -108,8 +109,8 @@ class RequestContextMiddleware:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             path = str(scope["path"])
-            self.metrics.record_request(route_label(path, self.known), scope["method"], status,
-                                        elapsed, prediction=path.startswith("/api/"))
+            self.metrics.record(route_label(path, self.known), scope["method"], status,
+                                elapsed, prediction=path.startswith("/api/"))
             if logger.isEnabledFor(logging.INFO):
                 logger.info(orjson.dumps({
                     "event": "request", "request_id": request_id, "method": scope["method"],

@@ -1,118 +1,115 @@
-"""/openapi.json built from the schemas the handlers validate with, and an offline docs page."""
+"""/openapi.json derived from the registry: every model's route with the request and
+response schemas of its query and result types (`api.wire`), the batch route, the
+operational endpoints; and an offline docs page.
+
+Written for code generators as well as validators: no top-level oneOf (a file field's two
+JSON forms are both optional properties, "exactly one" stated in their descriptions and
+checked by the server), the multipart form of file-taking models, the security requirement
+when keys are configured, and the error shape with its request id.
+"""
 
 from __future__ import annotations
 
 import html
 import json
-from functools import lru_cache
 from typing import Any
 
 import msgspec
-from pydantic import BaseModel
-from pydantic.json_schema import models_json_schema
 
-from api import schemas
+from api import schemas, wire
+from api.config import ApiSettings
 from ml.config import Settings
 
 ERRORS = {
     "400": "Malformed JSON or multipart body, or a bad X-Request-Timeout-Ms header",
-    "411": "An upload without a Content-Length (UI uploads)",
     "401": "Missing or invalid API key (when keys are configured)",
     "404": "Unknown route",
     "405": "Method not allowed",
     "408": "The request body did not arrive within ML_BODY_TIMEOUT_S",
-    "413": "Body over its route's limit (ML_MAX_JSON_BODY_BYTES; images ML_MAX_BODY_BYTES)",
+    "413": "Body over its route's limit (ML_MAX_JSON_BODY_BYTES; routes taking files: "
+           "ML_MAX_BODY_BYTES)",
     "415": "Wrong Content-Type",
-    "422": "Body failed validation (details.errors names each field) or invalid input",
+    "422": "Body failed validation (details.errors names the field) or invalid input",
     "429": "Rate limited, or too many wrong API keys (see Retry-After)",
     "500": "Bug; the body carries a request_id",
     "503": "Model unavailable or at capacity (see Retry-After)",
     "504": "Model did not answer within the request's deadline",
 }
 PREDICT_ERRORS = ("400", "401", "408", "413", "415", "422", "429", "503", "504")
-# Probes answer 503 with their own body, not the error shape.
-OWN_BODY_ON_ERROR = {"/health", "/health/ready"}
-
-# (method, path, summary, request schema, response schema, error statuses)
-OPERATIONS: list[tuple[str, str, str, Any, type[BaseModel], tuple[str, ...]]] = [
-    ("post", "/api/predict/sentiment", "Sentiment of one text", schemas.SentimentRequest,
-     schemas.SentimentResponse, PREDICT_ERRORS),
-    ("post", "/api/predict/batch", "Sentiment of many texts, one result per text, in order",
-     schemas.BatchRequest, schemas.BatchResponse, PREDICT_ERRORS),
-    ("post", "/api/predict/image", "Top-k ImageNet classes of an image (JSON or multipart)",
-     (schemas.ImageRequest, schemas.IMAGE_UPLOAD_SCHEMA), schemas.ImageResponse,
-     PREDICT_ERRORS),
-    ("post", "/api/predict/recommend", "Product recommendations for a household",
-     schemas.RecommendRequest, schemas.RecommendResponse, PREDICT_ERRORS),
-    ("get", "/api/models", "Each model's state, version, load time and model card", None,
-     schemas.ModelsResponse, ("401", "429")),
-    ("get", "/health", "Overall health, per-model state, process memory", None,
-     schemas.HealthResponse, ("503",)),
-    ("get", "/health/live", "Liveness: the process answers", None, schemas.ProbeResponse, ()),
-    ("get", "/health/ready", "Readiness: warmed up and not draining (503 otherwise)", None,
-     schemas.ProbeResponse, ("503",)),
-    ("get", "/metrics", "Request and model metrics as JSON (text/plain Accept: Prometheus)",
-     None, schemas.MetricsResponse, ("401",)),
-]
+REF = "#/components/schemas/{name}"
 
 
-@lru_cache(maxsize=8)
-def openapi_spec(settings: Settings) -> dict[str, Any]:
-    """The OpenAPI 3.1 document of this API."""
-    models: list[type[BaseModel]] = [schemas.ErrorResponse]
-    for _, _, _, _, response, _ in OPERATIONS:
-        models.append(response)
-    _, top = models_json_schema([(m, "serialization") for m in dict.fromkeys(models)],
-                                ref_template="#/components/schemas/{model}")
-    # requests: the msgspec Structs the handlers decode with
-    _, requests = msgspec.json.schema_components(schemas.REQUESTS,
-                                                 ref_template="#/components/schemas/{name}")
-    top.setdefault("$defs", {}).update(requests)
-    top["$defs"]["ImageUpload"] = dict(schemas.IMAGE_UPLOAD_SCHEMA)
-    components = top.get("$defs", {})
-    _limits(components, settings)
+def openapi_spec(settings: ApiSettings, ml: Settings,
+                 operations: list[wire.Operation | str],
+                 examples: dict[str, list[dict[str, Any]]] | None = None) -> dict[str, Any]:
+    """The OpenAPI 3.1 document of this API; `examples`: request bodies by model."""
+    ops = [op for op in operations if isinstance(op, wire.Operation)]
+    types: list[Any] = [schemas.ErrorResponse, schemas.HealthResponse, schemas.ProbeResponse,
+                        schemas.ModelsResponse, schemas.MetricsResponse, wire.BatchRequest]
+    for op in ops:
+        types += [op.request, op.response]
+    text_ops = [op for op in ops if wire.takes_text(op.query)]
+    if text_ops:
+        types.append(wire.batch_response_type(text_ops[0].result))
+    _, components = msgspec.json.schema_components(types, ref_template=REF)
     paths: dict[str, Any] = {}
-    for method, path, summary, request, response, errors in OPERATIONS:
-        operation: dict[str, Any] = {
-            "summary": summary,
-            "operationId": f"{method}_{path.strip('/').replace('/', '_').replace('.', '_')}",
-            "responses": {"200": {"description": "OK", "content": {"application/json": {
-                "schema": _ref(response)}}}},
-        }
-        for status in errors:
-            body = response if path in OWN_BODY_ON_ERROR else schemas.ErrorResponse
-            operation["responses"][status] = {"description": ERRORS[status], "content": {
-                "application/json": {"schema": _ref(body)}}}
-        if path.startswith("/api/predict/"):
-            operation["parameters"] = [{
-                "name": "X-Request-Timeout-Ms", "in": "header", "required": False,
-                "description": "This request's deadline in milliseconds (default "
-                               f"{settings.request_timeout_s * 1e3:g})",
-                "schema": {"type": "integer", "minimum": 1,
-                           "maximum": int(settings.max_request_timeout_s * 1e3)}}]
-            operation["responses"]["200"]["headers"] = {"Server-Timing": {
-                "description": "queue wait, compute and batch size (or a cache hit)",
-                "schema": {"type": "string"}}}
-        if path.startswith("/api/") and settings.api_keys:
-            operation["security"] = [{"bearer": []}, {"apiKey": []}]
-        if isinstance(request, tuple):
-            json_schema, _ = request
-            operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _ref(json_schema)},
-                "multipart/form-data": {"schema": {"$ref": "#/components/schemas/ImageUpload"}}}}
-        elif request is not None:
-            operation["requestBody"] = {"required": True, "content": {
-                "application/json": {"schema": _ref(request)}}}
-        paths.setdefault(path, {})[method] = operation
+    for op in ops:
+        _hint(components, op, ml)
+        body = {"application/json": {"schema": {"$ref": REF.format(name=op.request.__name__)}}}
+        if op.takes_files:
+            name = f"{op.query.__name__}Form"
+            components[name] = _form_schema(op, components)
+            body["multipart/form-data"] = {"schema": {"$ref": REF.format(name=name)}}
+        operation = _operation(op.summary, f"predict_{op.name.replace('-', '_')}", body,
+                               op.response.__name__, PREDICT_ERRORS, settings, ml,
+                               examples=_examples((examples or {}).get(op.name, [])))
+        for index, path in enumerate(op.paths):
+            paths[path] = {"post": operation if index == 0 else {
+                **operation, "operationId": f"predict_{path.rsplit('/', 1)[1]}",
+                "description": f"The same as {op.paths[0]} (the name the product spec "
+                               "gives this route)."}}
+    if text_ops:
+        batch = text_ops[0]
+        texts = components["BatchRequest"]["properties"]["texts"]
+        texts["maxItems"] = ml.max_batch_texts
+        texts["items"] = {"type": "string", **batch.query_hints(ml).get("text", {})}
+        _batch_choices(text_ops, components)
+        paths[wire.BATCH_ROUTE] = {"post": _operation(
+            f"Many texts, one result per text, in order ({', '.join(o.name for o in text_ops)})",
+            "predict_batch", {"application/json": {"schema": {"$ref": REF.format(
+                name="BatchRequest")}}},
+            wire.batch_response_type(batch.result).__name__, PREDICT_ERRORS, settings, ml)}
+    for path, summary, response, errors in (
+            ("/api/models", "Each model's state, origin, routes, load time and model card",
+             "ModelsResponse", ("401", "429")),
+            ("/health", "Overall health and per-model state (memory with a key)",
+             "HealthResponse", ("503",)),
+            ("/health/live", "Liveness: the process answers", "ProbeResponse", ()),
+            ("/health/ready", "Readiness: warmed up and not draining (503 otherwise)",
+             "ProbeResponse", ("503",)),
+            ("/metrics", "Request and model metrics as JSON (Accept: text/plain for "
+             "Prometheus)", "MetricsResponse", ("401",))):
+        own = path in ("/health", "/health/ready")  # probes answer 503 with their own body
+        paths[path] = {"get": _operation(summary, "get_" + path.strip("/").replace("/", "_"),
+                                         None, response, errors, settings, ml,
+                                         error_body=response if own else None)}
     paths["/metrics"]["get"]["responses"]["200"]["content"]["text/plain"] = {
         "schema": {"type": "string"}}
+    paths["/metrics/prometheus"] = {"get": {
+        "summary": "Prometheus text exposition: model, request, process and Python metrics",
+        "operationId": "get_metrics_prometheus",
+        "responses": {"200": {"description": "OK", "content": {"text/plain": {
+            "schema": {"type": "string"}}}}, "401": _error_response("401")},
+        **_security(settings)}}
+    names = ", ".join(op.name for op in ops)
     return {
         "openapi": "3.1.0",
         "info": {"title": "Real-time ML prediction API", "version": "1.0.0",
-                 "description": "Sentiment, image classification and recommendations served "
-                                "in-process. Every error is JSON {error: {code, message, "
-                                f"details}}. Batches hold up to {settings.max_batch_texts} "
-                                f"texts; bodies up to {settings.max_body_bytes} bytes."},
+                 "description": f"Models served in-process ({names}). Every error is JSON "
+                                "{error: {code, message, details, request_id}}. Batches hold "
+                                f"up to {ml.max_batch_texts} texts; JSON bodies up to "
+                                f"{settings.max_json_body_bytes} bytes, bodies with files up "
+                                f"to {settings.max_body_bytes}."},
         "paths": paths,
         "components": {"schemas": components, "securitySchemes": {
             "bearer": {"type": "http", "scheme": "bearer"},
@@ -120,21 +117,91 @@ def openapi_spec(settings: Settings) -> dict[str, Any]:
     }
 
 
-def _limits(components: dict[str, Any], settings: Settings) -> None:
-    """The input rules that depend on settings (checked by the models, not by pydantic),
-    written into the schemas so that clients and fuzzers know them."""
-    text = {"type": "string", "minLength": 1, "maxLength": settings.max_text_chars,
-            "pattern": "\\S", "description": "Text with at least one non-space character, "
-                                              f"up to {settings.max_text_chars} characters."}
-    components["SentimentRequest"]["properties"]["text"] = text
-    texts = components["BatchRequest"]["properties"]["texts"]
-    texts.update({"items": text, "maxItems": settings.max_batch_texts})
-    components["ImageRequest"]["oneOf"] = [{"required": ["image_base64"]},
-                                           {"required": ["image_url"]}]
+def _operation(summary: str, operation_id: str, body: dict[str, Any] | None, response: str,
+               errors: tuple[str, ...], settings: ApiSettings, ml: Settings, *,
+               error_body: str | None = None,
+               examples: dict[str, Any] | None = None) -> dict[str, Any]:
+    operation: dict[str, Any] = {
+        "summary": summary, "operationId": operation_id,
+        "responses": {"200": {"description": "OK", "content": {"application/json": {
+            "schema": {"$ref": REF.format(name=response)}}}}},
+    }
+    for status in errors:
+        operation["responses"][status] = _error_response(status, error_body)
+    if body is not None:
+        if examples:
+            body["application/json"]["examples"] = examples
+        operation["requestBody"] = {"required": True, "content": body}
+        operation["parameters"] = [{
+            "name": "X-Request-Timeout-Ms", "in": "header", "required": False,
+            "description": "This request's deadline in milliseconds (default "
+                           f"{ml.request_timeout_s * 1e3:g})",
+            "schema": {"type": "integer", "minimum": 1,
+                       "maximum": int(settings.max_request_timeout_s * 1e3)}}]
+        operation["responses"]["200"]["headers"] = {"Server-Timing": {
+            "description": "queue wait, compute and batch size (or a cache hit)",
+            "schema": {"type": "string"}}}
+        operation.update(_security(settings))
+    elif response in ("ModelsResponse", "MetricsResponse"):
+        operation.update(_security(settings))
+    return operation
 
 
-def _ref(model: type[Any]) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{model.__name__}"}
+def _security(settings: ApiSettings) -> dict[str, Any]:
+    return {"security": [{"bearer": []}, {"apiKey": []}]} if settings.api_keys else {}
+
+
+def _error_response(status: str, body: str | None = None) -> dict[str, Any]:
+    return {"description": ERRORS[status], "content": {"application/json": {
+        "schema": {"$ref": REF.format(name=body or "ErrorResponse")}}}}
+
+
+def _hint(components: dict[str, Any], op: wire.Operation, ml: Settings) -> None:
+    """The model's setting-dependent input rules (text length, say) in its schema."""
+    hints = op.query_hints(ml)
+    properties = components[op.request.__name__].get("properties", {})
+    for name, extra in hints.items():
+        if name in properties:
+            properties[name] = {**properties[name], **extra}
+
+
+def _batch_choices(text_ops: list[wire.Operation], components: dict[str, Any]) -> None:
+    """The batch's `model`: the text models by every name they answer to; its `options`:
+    what those models take besides the text (see wire.batch_queries)."""
+    batch = components["BatchRequest"]["properties"]
+    batch["model"]["enum"] = [path.rsplit("/", 1)[1] for op in text_ops for path in op.paths]
+    choices = []
+    for op in text_ops:
+        query = components[op.request.__name__]
+        if wire.has_options_field(op.query):
+            choices.append({k: v for k, v in query["properties"]["options"].items()
+                            if k != "default"})
+        else:
+            choices.append({"type": "object", "additionalProperties": False, "properties": {
+                k: v for k, v in query["properties"].items() if k != "text"},
+                "required": [r for r in query.get("required", []) if r != "text"]})
+    options = {k: v for k, v in batch["options"].items() if k in ("description", "default")}
+    batch["options"] = {**options, **(choices[0] if len(choices) == 1 else {"anyOf": choices})}
+
+
+def _form_schema(op: wire.Operation, components: dict[str, Any]) -> dict[str, Any]:
+    """The multipart form: a binary part per file field, the query's other (scalar) fields
+    as text parts."""
+    body = components[op.request.__name__]
+    properties = {name: {"type": "string", "format": "binary"} for name in op.files}
+    for name, schema in body.get("properties", {}).items():
+        if not name.endswith(("_base64", "_url")) and "$ref" not in schema:
+            properties[name] = schema
+    return {"title": f"{op.query.__name__} (multipart)", "type": "object",
+            "required": list(op.files), "properties": properties,
+            "description": "The file as a multipart part; the query's other fields as text "
+                           "parts."}
+
+
+def _examples(bodies: list[dict[str, Any]]) -> dict[str, Any] | None:
+    if not bodies:
+        return None
+    return {f"example{i + 1}": {"value": value} for i, value in enumerate(bodies)}
 
 
 def docs_html(spec: dict[str, Any]) -> str:
@@ -147,7 +214,8 @@ def docs_html(spec: dict[str, Any]) -> str:
                 f"<p><b>{html.escape(kind)}</b></p><pre>"
                 f"{html.escape(json.dumps(_resolve(s['schema'], spec), indent=2))}</pre>"
                 for kind, s in body.items())
-            response = op["responses"]["200"]["content"]["application/json"]["schema"]
+            content = op["responses"]["200"]["content"]
+            response = next(iter(content.values()))["schema"]
             statuses = ", ".join(f"<code>{s}</code> {html.escape(r['description'])}"
                                  for s, r in op["responses"].items() if s != "200")
             rows.append(

@@ -30,7 +30,7 @@ from typing import Any
 import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from ml.config import Settings
+from api.config import ApiSettings
 
 logger = logging.getLogger("api.protocol")
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
@@ -49,7 +49,7 @@ class Limits:
     write_timeout_s: float
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> Limits:
+    def from_settings(cls, settings: ApiSettings) -> Limits:
         return cls(settings.header_timeout_s, settings.max_headers, settings.max_head_bytes,
                    settings.max_url_bytes, settings.write_timeout_s)
 
@@ -61,7 +61,7 @@ def limits() -> Limits:
     """This process's limits (ML_HEADER_TIMEOUT_S, ML_MAX_HEADERS, ...), read once."""
     global _LIMITS
     if _LIMITS is None:
-        _LIMITS = Limits.from_settings(Settings.from_env())
+        _LIMITS = Limits.from_settings(ApiSettings.from_env())
     return _LIMITS
 
 

@@ -1,4 +1,9 @@
-"""Handlers: parse and validate, call the model off the event loop, encode. No rules here."""
+"""Handlers: parse -> query -> engine -> encode, the same for every model. No rules here.
+
+`routes(registry)` makes one `POST /api/predict/{name}` per registered model (and one per
+alias), the batch route and the operational endpoints. Request and response shapes come
+from each model's query and result types (`api.wire`).
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,7 @@ import asyncio
 import base64
 import binascii
 import re
-from functools import cache
+from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
 import msgspec
@@ -15,24 +20,24 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
-from api import schemas
+from api import schemas, wire
 from api.encoding import json_response
 from api.errors import ApiError
+from api.metrics import metrics_body
 from api.middleware import uint
 from api.openapi import docs_html, openapi_spec
 from api.service import Service
-from ml.engine import ImageQuery, Served, TextQuery
-from ml.errors import InvalidInput
+from ml.engine import Served
+from ml.errors import InvalidInput, MLError
 from ml.metrics import PROMETHEUS_CONTENT_TYPE
-from ml.recommender import Recommendations
-from ml.recommender import RecommendRequest as RecommendQuery
-from ml.sentiment import SentimentResult, validate_batch
+from ml.registry import Registry
 
-M = TypeVar("M", bound=schemas.Strict)
+T = TypeVar("T")
 TIMEOUT_HEADER = "x-request-timeout-ms"
 # Bodies larger than this are decoded one at a time, each in a loop iteration of its own,
 # so that several arriving together never stall the event loop back to back.
 LARGE_BODY = 256 * 1024
+Endpoint = Callable[[Request], Awaitable[Response]]
 
 
 def service_of(request: Request) -> Service:
@@ -41,9 +46,13 @@ def service_of(request: Request) -> Service:
     return service
 
 
-async def parse(request: Request, schema: type[M]) -> M:
-    """The JSON body validated against `schema`: 415, 400 or 422 otherwise."""
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
+def media_type_of(request: Request) -> str:
+    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+
+
+async def parse(request: Request, schema: type[T]) -> T:
+    """The JSON body decoded as `schema`: 415, 400 or 422 otherwise."""
+    media_type = media_type_of(request)
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {media_type or 'none'!r})")
@@ -55,16 +64,21 @@ async def parse(request: Request, schema: type[M]) -> M:
         return decode(body, schema)
 
 
-@cache
-def _decoder(schema: type[M]) -> msgspec.json.Decoder[M]:
-    return msgspec.json.Decoder(schema)
+_DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
-def decode(body: bytes, schema: type[M]) -> M:
+def _decoder(schema: type[T]) -> msgspec.json.Decoder[T]:
+    found = _DECODERS.get(schema)
+    if found is None:
+        found = _DECODERS.setdefault(schema, msgspec.json.Decoder(schema))
+    return found
+
+
+def decode(body: bytes, schema: type[T]) -> T:
     """`body` decoded and validated as `schema`: 400 for malformed JSON, 422 naming the
     first problem's field otherwise (decoding stops there)."""
     try:
-        decoded: M = _decoder(schema).decode(body)
+        decoded: T = _decoder(schema).decode(body)
     except msgspec.ValidationError as exc:
         raise validation_error(str(exc)) from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:
@@ -77,7 +91,7 @@ _AT = re.compile(r"^(?P<message>.*?)(?: - at `\$(?P<path>[^`]*)`)?$", re.DOTALL)
 _NAMED = re.compile(r"field `(?P<name>[^`]*)`")
 
 
-def validation_error(message: str) -> ApiError:
+def validation_error(message: str, prefix: str = "") -> ApiError:
     """422 for a body of the wrong shape, naming the field msgspec stopped at."""
     match = _AT.match(message)
     text, path = (match["message"], match["path"] or "") if match else (message, "")
@@ -89,26 +103,17 @@ def validation_error(message: str) -> ApiError:
             "extra_forbidden" if "unknown field" in text else
             "type_error" if text.startswith("Expected `") and ", got `" in text else
             "value_error")
-    field = field or "(body)"
+    field = ".".join(p for p in (prefix, field) if p) or "(body)"
     return ApiError(422, "validation_error", f"{field}: {text}",
                     details={"errors": [{"field": field, "message": text, "type": kind}]})
 
 
-def sentiment_body(result: SentimentResult, detailed: bool) -> dict[str, Any]:
-    body: dict[str, Any] = {"sentiment": result.sentiment, "confidence": result.confidence,
-                            "score": result.score}
-    if detailed:
-        body["probabilities"] = result.probabilities
-        body["terms"] = [{"term": t, "weight": w} for t, w in result.terms]
-    return body
-
-
 def timeout_of(request: Request, service: Service) -> float:
     """The request's deadline: X-Request-Timeout-Ms if sent (1 ms up to the configured
-    maximum), else the server's default."""
+    maximum), else the engine's default."""
     raw = request.headers.get(TIMEOUT_HEADER)
     if raw is None:
-        return service.settings.request_timeout_s
+        return service.engine.settings.request_timeout_s
     limit_ms = int(service.settings.max_request_timeout_s * 1e3)
     milliseconds = uint(raw)
     if milliseconds is None or not 1 <= milliseconds <= limit_ms:
@@ -118,125 +123,174 @@ def timeout_of(request: Request, service: Service) -> float:
     return milliseconds / 1e3
 
 
-def served_response(body: dict[str, Any], served: Served, model: str) -> Response:
-    """The JSON answer with the model's time, and Server-Timing saying where it went."""
-    body["latency_ms"] = round(served.queue_ms + served.compute_ms, 4)
-    body["model"] = model
-    timing = ("cache;desc=hit" if served.cached else
-              f"queue;dur={served.queue_ms:.3f}, compute;dur={served.compute_ms:.3f}, "
-              f'batch;desc="{served.batch_size}"')
-    return json_response(body, headers={"server-timing": timing})
+# -- reading a query ------------------------------------------------------------------------
+
+async def read_query(request: Request, op: wire.Operation, service: Service) -> Any:
+    """The model's query from a JSON body, or for models with files from multipart."""
+    if op.takes_files and media_type_of(request) == "multipart/form-data":
+        return await query_from_form(request, op)
+    body = await parse(request, op.request)
+    if not op.takes_files:
+        return body
+    values = msgspec.structs.asdict(body)
+    for name in op.files:
+        encoded, url = values.pop(f"{name}_base64"), values.pop(f"{name}_url")
+        if (encoded is None) == (url is None):
+            raise validation_error(f"give exactly one of {name}_base64 or {name}_url")
+        values[name] = (await service.fetcher.fetch(url, field=f"{name}_url")
+                        if url is not None else decode_base64(encoded, f"{name}_base64"))
+    return op.query(**values)
 
 
-async def predict_sentiment(request: Request) -> Response:
-    service = service_of(request)
-    body = await parse(request, schemas.SentimentRequest)
-    detailed = body.options.detailed
-    served = await service.predict("sentiment", TextQuery(body.text, detailed),
-                                   timeout_s=timeout_of(request, service))
-    return served_response(sentiment_body(served.result, detailed), served,
-                           service.registry.get("sentiment").version)
-
-
-async def predict_batch(request: Request) -> Response:
-    service = service_of(request)
-    body = await parse(request, schemas.BatchRequest)
-    texts = validate_batch(body.texts, service.settings.max_batch_texts)
-    detailed = body.options.detailed
-    results, seconds = await service.call(
-        "sentiment", lambda m: m.predict(texts, detailed=detailed),  # type: ignore[call-arg]
-        items=len(texts), timeout_s=timeout_of(request, service))
-    return json_response({"results": [sentiment_body(r, detailed) for r in results],
-                          "count": len(results), "latency_ms": round(seconds * 1e3, 4),
-                          "model": service.registry.get("sentiment").version})
-
-
-async def predict_image(request: Request) -> Response:
-    service = service_of(request)
-    timeout = timeout_of(request, service)
-    media_type = request.headers.get("content-type", "").split(";")[0].strip().lower()
-    if media_type == "multipart/form-data":
-        data, top_k = await image_from_form(request)
-    else:
-        body = await parse(request, schemas.ImageRequest)
-        top_k = body.top_k
-        if body.image_url is not None:
-            data = await service.fetcher.fetch(body.image_url)
-        else:
-            data = decode_base64(body.image_base64 or "")
-    served = await service.predict("image", ImageQuery(data, top_k), timeout_s=timeout)
-    result = served.result
-    return served_response({
-        "predictions": [{"label": p.label, "confidence": p.confidence, "class_id": p.class_id}
-                        for p in result.predictions],
-        "width": result.width, "height": result.height},
-        served, service.registry.get("image").version)
-
-
-async def image_from_form(request: Request) -> tuple[bytes, int]:
-    """The single `image` file (and optional `top_k`) of a multipart upload."""
+async def query_from_form(request: Request, op: wire.Operation) -> Any:
+    """A multipart body: one file per bytes field of the query, its other fields as text."""
     try:
-        form = await request.form(max_files=1, max_fields=4)
+        form = await request.form(max_files=len(op.files), max_fields=16)
     except ClientDisconnect:
         raise
     except Exception as exc:  # noqa: BLE001 - the multipart parser raises many kinds
         raise ApiError(400, "bad_multipart", f"could not parse the multipart body: {exc}") \
             from None
     try:
-        files = [v for v in form.getlist("image") if isinstance(v, UploadFile)]
-        if len(files) != 1:
-            raise InvalidInput("send exactly one file in the 'image' field", field="image")
-        unknown = set(form.keys()) - {"image", "top_k"}
-        if unknown:
-            raise InvalidInput(f"unknown form fields: {', '.join(sorted(unknown))}",
-                               field=sorted(unknown)[0])
-        raw_top_k = form.get("top_k", "5")
-        if not isinstance(raw_top_k, str) or not re.fullmatch(r"-?[0-9]{1,9}",
-                                                              raw_top_k.strip()):
-            raise InvalidInput("top_k must be an integer", field="top_k")
-        return await files[0].read(), int(raw_top_k)
+        values: dict[str, Any] = {}
+        for key in form:
+            if key in op.files:
+                continue
+            value = form.get(key)
+            if not isinstance(value, str):
+                raise InvalidInput(f"{key} must be a text field, not a file", field=key)
+            values[key] = value
+        for name in op.files:
+            files = [v for v in form.getlist(name) if isinstance(v, UploadFile)]
+            if len(files) != 1:
+                raise InvalidInput(f"send exactly one file in the {name!r} field", field=name)
+            values[name] = await files[0].read()
     finally:
         await form.close()
+    try:  # text fields are converted to the query's types ("5" -> 5; "²" is refused)
+        return msgspec.convert(values, op.query, strict=False)
+    except msgspec.ValidationError as exc:
+        raise validation_error(str(exc)) from None
 
 
-def decode_base64(text: str) -> bytes:
+def decode_base64(text: str, field: str) -> bytes:
     """Bytes of a base64 string (data: URL prefix allowed); InvalidInput if it is not base64."""
     if text.startswith("data:"):
         text = text.partition(",")[2]
     try:
         return base64.b64decode(text, validate=True)
     except (binascii.Error, ValueError):
-        raise InvalidInput("image_base64 is not valid base64", field="image_base64") from None
+        raise InvalidInput(f"{field} is not valid base64", field=field) from None
 
 
-async def predict_recommend(request: Request) -> Response:
+# -- answering ------------------------------------------------------------------------------
+
+def server_timing(served: Served) -> str:
+    if served.cached:
+        return "cache;desc=hit"
+    return (f"queue;dur={served.queue_ms:.3f}, compute;dur={served.compute_ms:.3f}, "
+            f'batch;desc="{served.batch_size}"')
+
+
+def prediction_response(served: Served, version: str) -> Response:
+    """The result (encoded by its own type) with latency_ms and model, and Server-Timing
+    saying where the time went."""
+    body = wire.encode_prediction(served.result,
+                                  round(served.queue_ms + served.compute_ms, 4), version)
+    return Response(body, media_type="application/json",
+                    headers={"server-timing": server_timing(served)})
+
+
+def predict_endpoint(op: wire.Operation) -> Endpoint:
+    """POST /api/predict/{name}: parse -> query -> engine -> encode."""
+    async def endpoint(request: Request) -> Response:
+        service = service_of(request)
+        timeout = timeout_of(request, service)
+        query = await read_query(request, op, service)
+        served = await service.engine.apredict(op.name, query, timeout_s=timeout)
+        model = service.registry.loaded(op.name)
+        return prediction_response(served, model.version if model else op.name)
+    return endpoint
+
+
+def unavailable_endpoint(name: str) -> Endpoint:
+    """The route of a model whose class could not even be imported: the engine says why."""
+    async def endpoint(request: Request) -> Response:
+        served = await service_of(request).engine.apredict(name, None)
+        return prediction_response(served, name)
+    return endpoint
+
+
+async def predict_batch(request: Request) -> Response:
+    """POST /api/predict/batch: many texts, one model call."""
     service = service_of(request)
-    body = await parse(request, schemas.RecommendRequest)
-    query = RecommendQuery(body.user_id, limit=body.limit, category=body.context.category,
-                           exclude_purchased=body.exclude_purchased)
-    served = await service.predict("recommender", query,
-                                   timeout_s=timeout_of(request, service))
-    result = served.result
-    assert isinstance(result, Recommendations)
-    return served_response({
-        "recommendations": [{"item_id": i.item_id, "score": i.score,
-                             "description": i.description, "department": i.department}
-                            for i in result.items],
-        "strategy": result.strategy, "user_id": result.user_id, "category": result.category},
-        served, service.registry.get("recommender").version)
+    timeout = timeout_of(request, service)
+    body = await parse(request, wire.BatchRequest)
+    limit = service.engine.settings.max_batch_texts
+    if len(body.texts) > limit:  # before anything is built per text
+        raise InvalidInput(f"texts holds {len(body.texts)} items; the limit is {limit}",
+                           field="texts", limit=limit)
+    registry = service.registry
+    try:
+        name = registry.canonical(body.model)
+        query_type = registry.model_class(name).Query
+    except MLError:
+        name, query_type = body.model, None
+    if query_type is None or not wire.takes_text(query_type):
+        texts = [n for n in registry.names() if _takes_text(registry, n)]
+        raise ApiError(422, "validation_error",
+                       f"model: {body.model!r} is not a model that takes texts "
+                       f"({', '.join(texts)})", details={"errors": [
+                           {"field": "model", "message": "not a text model",
+                            "type": "value_error"}]})
+    try:
+        queries = wire.batch_queries(query_type, body)
+    except msgspec.ValidationError as exc:
+        prefix = "" if wire.has_options_field(query_type) else "options"
+        raise validation_error(str(exc), prefix=prefix) from None
+    try:
+        served = await service.engine.apredict_many(name, queries, timeout_s=timeout)
+    except InvalidInput as exc:
+        index = exc.details.get("index")
+        if index is None:
+            raise InvalidInput(exc.message.replace("the batch", "texts"), field="texts",
+                               **{k: v for k, v in exc.details.items() if k != "field"}) \
+                from None
+        raise InvalidInput(exc.message.replace(f"item {index}", f"texts[{index}]"),
+                           field=f"texts[{index}]") from None
+    model = registry.loaded(name)
+    response = wire.batch_response_type(type(served[0].result))(  # type: ignore[arg-type]
+        results=[s.result for s in served], count=len(served),
+        latency_ms=round(max(s.compute_ms for s in served), 4),
+        model=model.version if model else name)
+    return Response(msgspec.json.encode(response), media_type="application/json")
 
+
+def _takes_text(registry: Registry, name: str) -> bool:
+    try:
+        return wire.takes_text(registry.model_class(name).Query)
+    except MLError:
+        return False
+
+
+# -- operations -----------------------------------------------------------------------------
 
 async def list_models(request: Request) -> Response:
     service = service_of(request)
+    registry = service.registry
+    aliases = registry.aliases()
     models = []
-    for name, status in service.registry.statuses().items():
-        entry: dict[str, Any] = {"name": name, "state": status.state, "reason": status.reason,
-                                 "load_seconds": status.load_seconds, "version": status.version,
-                                 "loads": service.registry.load_count(name)}
-        if status.state == "ready":
-            entry["info"] = service.registry.get(name).info()
-        models.append(entry)
-    return json_response({"models": models})
+    for name, status in registry.statuses().items():
+        loaded = registry.loaded(name)
+        models.append(schemas.ModelState(
+            name=name, state=status.state, origin=status.origin,
+            routes=[f"/api/predict/{n}" for n in (name, *(a for a, m in aliases.items()
+                                                         if m == name))],
+            loads=registry.load_count(name), reason=status.reason,
+            load_seconds=status.load_seconds, version=status.version,
+            info=loaded.info() if loaded is not None else None))
+    return Response(msgspec.json.encode(schemas.ModelsResponse(models)),
+                    media_type="application/json")
 
 
 async def health(request: Request) -> Response:
@@ -263,35 +317,46 @@ async def ready(request: Request) -> Response:
 async def metrics(request: Request) -> Response:
     service = service_of(request)
     service.metrics.set_model_status(service.registry.statuses().values())
-    if "text/plain" in request.headers.get("accept", "") or \
-            "openmetrics" in request.headers.get("accept", ""):
+    accept = request.headers.get("accept", "")
+    if "text/plain" in accept or "openmetrics" in accept:
         return prometheus_response(service)
-    return json_response({**service.metrics.snapshot(), "engine": service.engine.stats()})
+    return json_response(metrics_body(service.http_metrics, service.metrics,
+                                      service.engine.stats()))
 
 
 async def metrics_prometheus(request: Request) -> Response:
-    return prometheus_response(service_of(request))
+    service = service_of(request)
+    service.metrics.set_model_status(service.registry.statuses().values())
+    return prometheus_response(service)
 
 
 def prometheus_response(service: Service) -> Response:
     return Response(service.metrics.prometheus(), media_type=PROMETHEUS_CONTENT_TYPE)
 
 
+def spec_of(request: Request) -> dict[str, Any]:
+    """This app's OpenAPI document, with examples from the models loaded now."""
+    service = service_of(request)
+    ops: list[wire.Operation | str] = request.app.state.operations
+    examples = {}
+    for op in ops:
+        model = service.registry.loaded(op.name) if isinstance(op, wire.Operation) else None
+        if isinstance(op, wire.Operation) and model is not None:
+            examples[op.name] = op.example_bodies(model.examples()[:3])
+    return openapi_spec(service.settings, service.engine.settings, ops, examples)
+
+
 async def openapi(request: Request) -> Response:
-    return json_response(openapi_spec(service_of(request).settings))
+    return json_response(spec_of(request))
 
 
 async def docs(request: Request) -> Response:
-    return HTMLResponse(docs_html(openapi_spec(service_of(request).settings)),
-                        headers={"content-security-policy":
-                                 "default-src 'none'; style-src 'unsafe-inline'"})
+    spec = spec_of(request)
+    return HTMLResponse(docs_html(spec), headers={
+        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'"})
 
 
-ROUTES = [
-    Route("/api/predict/sentiment", predict_sentiment, methods=["POST"]),
-    Route("/api/predict/batch", predict_batch, methods=["POST"]),
-    Route("/api/predict/image", predict_image, methods=["POST"]),
-    Route("/api/predict/recommend", predict_recommend, methods=["POST"]),
+OPERATIONAL = [
     Route("/api/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
     Route("/health/live", live, methods=["GET"]),
@@ -301,3 +366,30 @@ ROUTES = [
     Route("/openapi.json", openapi, methods=["GET"]),
     Route("/docs", docs, methods=["GET"]),
 ]
+
+
+def operations(registry: Registry) -> list[wire.Operation | str]:
+    """Each registered model's REST surface (its name alone if its class cannot load)."""
+    aliases = registry.aliases()
+    found: list[wire.Operation | str] = []
+    for name in registry.names():
+        try:
+            cls = registry.model_class(name)
+        except MLError:
+            found.append(name)
+            continue
+        found.append(wire.operation(name, cls, tuple(a for a, m in aliases.items()
+                                                     if m == name)))
+    return found
+
+
+def routes(ops: list[wire.Operation | str]) -> list[Route]:
+    """The API's routes for these model operations."""
+    made = [Route(wire.BATCH_ROUTE, predict_batch, methods=["POST"])]
+    for op in ops:
+        if isinstance(op, str):
+            made.append(Route(f"/api/predict/{op}", unavailable_endpoint(op), methods=["POST"]))
+            continue
+        endpoint = predict_endpoint(op)
+        made += [Route(path, endpoint, methods=["POST"]) for path in op.paths]
+    return made + OPERATIONAL

@@ -1,4 +1,5 @@
-"""What handlers share: settings, registry, metrics, the model threadpool, lifecycle flags."""
+"""One API instance's lifecycle and shared state: warm-up, readiness, drain on signals;
+the engine it serves from, the URL fetcher, rate-limit buckets, HTTP metrics."""
 
 from __future__ import annotations
 
@@ -10,21 +11,18 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, TypeVar
+from typing import Any
 
-import anyio
 import psutil
 
+from api.config import ApiSettings
 from api.fetch import ImageFetcher
+from api.metrics import HttpMetrics
 from api.ratelimit import TokenBuckets
 from ml import memory
-from ml.config import Settings
-from ml.engine import Engine, Served
-from ml.errors import DeadlineExceeded, Overloaded
-from ml.metrics import Metrics
-from ml.registry import Model, Registry
+from ml.engine import Engine
+from ml.registry import Registry
 
-T = TypeVar("T")
 logger = logging.getLogger("api")
 
 
@@ -41,19 +39,19 @@ def freeze_heap() -> None:
 class Service:
     """The state of one API instance; built by create_app, started by the lifespan."""
 
-    def __init__(self, settings: Settings, registry: Registry, metrics: Metrics | None = None,
-                 fetcher: ImageFetcher | None = None, engine: Engine | None = None,
+    def __init__(self, settings: ApiSettings, engine: Engine, *, owns_engine: bool = False,
+                 fetcher: ImageFetcher | None = None,
                  rate_limits: TokenBuckets | None = None) -> None:
         self.settings = settings
-        self.registry = registry
-        self.metrics = metrics or (engine.metrics if engine is not None else Metrics())
-        # An engine passed in is shared (with the UI pages); one made here is ours to close.
-        self._owns_engine = engine is None
-        self.engine = engine or Engine(registry, settings=settings, metrics=self.metrics)
+        self.engine = engine
+        self.registry: Registry = engine.registry
+        self.metrics = engine.metrics
+        self.http_metrics = HttpMetrics.of(engine.metrics)
+        # an engine passed in may be shared (with the UI pages); one made for us is ours
+        self._owns_engine = owns_engine
         self.fetcher = fetcher or ImageFetcher(
-            max_bytes=settings.max_image_bytes, timeout_s=settings.url_fetch_timeout_s,
+            max_bytes=engine.settings.max_image_bytes, timeout_s=settings.url_fetch_timeout_s,
             max_redirects=settings.url_fetch_max_redirects, allow=settings.url_fetch_allow)
-        self.limiter = anyio.CapacityLimiter(settings.threadpool_size)
         self.large_bodies = asyncio.Lock()  # large JSON bodies are decoded one at a time
         # per API key or client; in the one process the UI pages spend from the same buckets
         self.rate_limits = rate_limits or TokenBuckets(settings.rate_limit_per_second,
@@ -61,14 +59,18 @@ class Service:
         self.started = time.time()
         self.warmed = threading.Event()
         self.draining = False
-        self._preparing: dict[str, int] = {}  # requests decoding per model (event-loop only)
         self._warmup_thread: threading.Thread | None = None
+
+    @classmethod
+    def over(cls, registry: Registry, settings: ApiSettings | None = None) -> Service:
+        """A service with an engine of its own over `registry`."""
+        return cls(settings or ApiSettings.from_env(), Engine(registry), owns_engine=True)
 
     # -- lifecycle ------------------------------------------------------------------------
     def start(self) -> None:
         """Begin warming the models in the background; readiness waits for it."""
         memory.return_large_blocks()  # a burst of large requests must not ratchet RSS up
-        if not self.settings.warmup:
+        if not self.engine.settings.warmup:
             self.warmed.set()
             return
         if self._warmup_thread is None:
@@ -114,11 +116,12 @@ class Service:
     async def stop(self) -> None:
         """Refuse readiness, let a running warm-up finish, release the fetcher's connections."""
         self.draining = True
+        loop = asyncio.get_running_loop()
         if self._warmup_thread is not None:
-            await anyio.to_thread.run_sync(self._warmup_thread.join, 60.0)
+            await loop.run_in_executor(None, self._warmup_thread.join, 60.0)
         await self.fetcher.aclose()
         if self._owns_engine:
-            await anyio.to_thread.run_sync(self.engine.close)
+            await loop.run_in_executor(None, self.engine.close)
 
     def wait_ready(self, timeout: float) -> bool:
         """Block until warm-up finished (for tests and scripts); True if it did in time."""
@@ -129,73 +132,6 @@ class Service:
         """Warm, not draining, and at least one model ready."""
         states = [s.state for s in self.registry.statuses().values()]
         return self.warmed.is_set() and not self.draining and "ready" in states
-
-    # -- model calls ------------------------------------------------------------------------
-    async def predict(self, name: str, query: Any, *, timeout_s: float | None = None
-                      ) -> Served:
-        """One prediction through the engine: cache, then the model's batcher, within the
-        deadline. Decoding runs in the threadpool; the event loop only waits."""
-        timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
-        engine = self.engine
-        key, hit = engine.lookup(name, query)
-        if hit is not None:
-            return hit
-        try:
-            async with asyncio.timeout(timeout):
-                started = time.perf_counter()
-                if engine.recipe(name).prepare_is_heavy or not self.registry.loaded(name):
-                    item = await self._prepare_in_thread(name, query)
-                else:
-                    item = engine.prepare(name, query)
-                left = timeout - (time.perf_counter() - started)
-                future = engine.submit(name, item, key=key, timeout_s=left)
-                await asyncio.wrap_future(future)
-                return engine.served(future)
-        except TimeoutError:
-            raise DeadlineExceeded(name, timeout) from None
-
-    async def _prepare_in_thread(self, name: str, query: Any) -> Any:
-        """Decode in the threadpool, admitting no more requests than the model's queue holds:
-        when the queue is full, the request is refused at once instead of decoding an image
-        that could only wait."""
-        if self.registry.loaded(name):
-            limit = self.settings.batching_for(name).max_queue
-            waiting = self._preparing.get(name, 0) + self.engine.runner(name).queued
-            if waiting >= limit:
-                raise Overloaded(name, retry_after_s=1.0)
-        self._preparing[name] = self._preparing.get(name, 0) + 1
-        try:
-            return await anyio.to_thread.run_sync(self.engine.prepare, name, query,
-                                                  limiter=self.limiter, abandon_on_cancel=True)
-        finally:
-            self._preparing[name] -= 1
-
-    async def call(self, name: str, work: Callable[[Model], T], *, items: int = 1,
-                   timeout_s: float | None = None) -> tuple[T, float]:
-        """Run `work(model)` in the model threadpool under the deadline: for calls that are
-        a batch already (/api/predict/batch). Returns the result and the compute seconds.
-        """
-        deadline = self.settings.request_timeout_s if timeout_s is None else timeout_s
-
-        def run() -> tuple[T, float]:
-            model = self.registry.get(name)
-            started = time.perf_counter()
-            try:
-                result = work(model)
-            except Exception:
-                self.metrics.record_model(name, time.perf_counter() - started, ok=False,
-                                          items=items)
-                raise
-            seconds = time.perf_counter() - started
-            self.metrics.record_model(name, seconds, items=items)
-            return result, seconds
-
-        try:
-            with anyio.fail_after(deadline):
-                return await anyio.to_thread.run_sync(run, limiter=self.limiter,
-                                                      abandon_on_cancel=True)
-        except TimeoutError:
-            raise DeadlineExceeded(name, deadline) from None
 
     # -- reports ----------------------------------------------------------------------------
     def health(self, *, internals: bool = True) -> dict[str, Any]:
@@ -217,8 +153,9 @@ class Service:
             "draining": self.draining,
         }
         if internals:
-            memory = psutil.Process(os.getpid()).memory_info()
+            memory_info = psutil.Process(os.getpid()).memory_info()
             body["memory"] = {
-                "rss_mb": round(memory.rss / 2**20, 1), "vms_mb": round(memory.vms / 2**20, 1),
+                "rss_mb": round(memory_info.rss / 2**20, 1),
+                "vms_mb": round(memory_info.vms / 2**20, 1),
                 "system_available_mb": round(psutil.virtual_memory().available / 2**20)}
         return body

@@ -10,8 +10,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.config import ApiSettings
 from api.service import Service
 from ml.config import Settings
+from ml.engine import Engine
 from ml.registry import Registry
 from tests.conftest import encoded, photo
 
@@ -31,8 +33,7 @@ def make_client(warm_registry: Registry) -> Iterator[ClientFactory]:
 
     def make(registry: Registry | None = None, wait: bool = True, **changes: Any) -> TestClient:
         reg = registry or warm_registry
-        settings = reg.settings.replace(**changes)
-        service = Service(settings, reg)
+        service = service_for(reg, **changes)
         client = TestClient(create_app(service=service), raise_server_exceptions=False)
         client.__enter__()
         clients.append(client)
@@ -61,5 +62,22 @@ def coffee_b64(coffee_jpeg: bytes) -> str:
     return base64.b64encode(coffee_jpeg).decode()
 
 
-def settings_for(registry: Registry, **changes: Any) -> Settings:
-    return registry.settings.replace(**changes)
+def split(changes: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Setting changes for the ml core and for the HTTP layer, by which one has the field."""
+    ml = {k: v for k, v in changes.items() if k in Settings.__dataclass_fields__}
+    http = {k: v for k, v in changes.items() if k in ApiSettings.__dataclass_fields__}
+    unknown = set(changes) - set(ml) - set(http)
+    assert not unknown, f"no such settings: {unknown}"
+    return ml, http
+
+
+def service_for(registry: Registry, **changes: Any) -> Service:
+    """A service with an engine of its own over `registry`, some settings changed
+    (`tuned={"sentiment": {"max_batch": 2}}` sets batcher limits)."""
+    tuned = changes.pop("tuned", {})
+    ml, http = split(changes)
+    settings = registry.settings.replace(**ml)
+    for model, limits in tuned.items():
+        settings = settings.tuned(model, **limits)
+    return Service(ApiSettings().replace(**http), Engine(registry, settings=settings),
+                   owns_engine=True)

@@ -33,7 +33,8 @@ def test_predictions(api: Client, coffee_jpeg: bytes) -> None:
 def test_operations(api: Client) -> None:
     assert api.health().status == "healthy"
     assert api.ready()
-    assert len(api.models().models) == 3
+    assert {m.name for m in api.models().models} == {"sentiment", "image", "recommender",
+                                                     "wine"}
     assert api.metrics().requests is not None
 
 

@@ -7,8 +7,8 @@ from collections.abc import Iterator
 
 import pytest
 
+from api.errors import UrlFetchFailed, UrlNotAllowed
 from api.fetch import ImageFetcher, is_public
-from ml.errors import UrlFetchFailed, UrlNotAllowed
 from tests.api.servers import http_server
 from tests.conftest import encoded, photo
 

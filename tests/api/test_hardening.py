@@ -14,8 +14,8 @@ from api.app import create_app
 from api.errors import MAX_MESSAGE_CHARS, bounded
 from api.middleware import AuthMiddleware
 from api.ratelimit import TokenBuckets, client_address, networks
-from api.service import Service
 from ml.registry import Registry
+from tests.api.conftest import service_for
 from tests.api.test_routes import JSON, assert_error
 
 
@@ -114,12 +114,13 @@ def test_non_ascii_digits_in_a_form_field_are_a_422(client, coffee_jpeg: bytes, 
                                                     value: str) -> None:
     response = client.post("/api/predict/image", files={"image": ("c.jpg", coffee_jpeg)},
                            data={"top_k": value})
-    assert assert_error(response, 422, "invalid_input")["details"]["field"] == "top_k"
+    error = assert_error(response, 422, "validation_error")
+    assert error["details"]["errors"][0]["field"] == "top_k"
 
 
 def test_a_client_that_leaves_mid_body_is_a_499_not_an_error(
         warm_registry: Registry, caplog: pytest.LogCaptureFixture) -> None:
-    service = Service(warm_registry.settings.replace(rate_limit_per_second=0.0), warm_registry)
+    service = service_for(warm_registry, rate_limit_per_second=0.0)
     app = create_app(service=service)
     sent: list[dict[str, Any]] = []
     messages = iter([{"type": "http.request", "body": b'{"text": ', "more_body": True},
@@ -140,7 +141,7 @@ def test_a_client_that_leaves_mid_body_is_a_499_not_an_error(
         asyncio.run(app(scope, receive, send))
     assert sent[0]["status"] == 499
     assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
-    assert service.metrics.snapshot()["requests"]["by_status"] == {"499": 1}
+    assert service.http_metrics.snapshot()["requests"]["by_status"] == {"499": 1}
 
 
 @pytest.mark.parametrize(("peer", "forwarded", "trusted", "expected"), [

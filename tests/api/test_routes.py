@@ -6,15 +6,26 @@ import time
 from collections.abc import Sequence
 from typing import Any
 
+import msgspec
 import pytest
 from starlette.testclient import TestClient
 
-from api import schemas
+from api import schemas, wire
 from ml.artifacts import ArtifactStore
 from ml.config import Settings
-from ml.registry import Registry
+from ml.contract import ModelBase
+from ml.image import ImageResult
+from ml.recommender import Recommendations
+from ml.registry import Entry, Registry
+from ml.sentiment import SentimentQuery, SentimentResult
 
 JSON = {"content-type": "application/json"}
+
+
+def answer(response: Any, result: type[Any]) -> Any:
+    """The body decoded as the documented response of a model with result type `result`."""
+    assert response.status_code == 200, response.text
+    return msgspec.convert(response.json(), wire.response_type(result))
 
 
 def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
@@ -33,8 +44,7 @@ def assert_error(response: Any, status: int, code: str) -> dict[str, Any]:
 
 def test_sentiment(client: TestClient) -> None:
     response = client.post("/api/predict/sentiment", json={"text": "I love this!"})
-    assert response.status_code == 200
-    body = schemas.SentimentResponse.model_validate(response.json())
+    body = answer(response, SentimentResult)
     assert body.sentiment == "positive"
     assert body.model == "sentiment-v1"
     assert body.latency_ms > 0
@@ -44,7 +54,7 @@ def test_sentiment(client: TestClient) -> None:
 def test_sentiment_detailed(client: TestClient) -> None:
     response = client.post("/api/predict/sentiment",
                            json={"text": "I love this!", "options": {"detailed": True}})
-    body = schemas.SentimentResponse.model_validate(response.json())
+    body = answer(response, SentimentResult)
     assert body.probabilities is not None
     assert body.terms and body.terms[0].term
 
@@ -52,14 +62,15 @@ def test_sentiment_detailed(client: TestClient) -> None:
 def test_batch_is_ordered_one_result_per_text(client: TestClient) -> None:
     texts = ["wonderful, thank you", "awful, never again", "wonderful, thank you"] * 400
     response = client.post("/api/predict/batch", json={"texts": texts, "model": "sentiment"})
-    body = schemas.BatchResponse.model_validate(response.json())
+    assert response.status_code == 200, response.text
+    body = msgspec.convert(response.json(), wire.batch_response_type(SentimentResult))
     assert body.count == len(texts) == len(body.results)
     assert [r.sentiment for r in body.results[:3]] == ["positive", "negative", "positive"]
 
 
 def test_image_base64(client: TestClient, coffee_b64: str) -> None:
     response = client.post("/api/predict/image", json={"image_base64": coffee_b64, "top_k": 3})
-    body = schemas.ImageResponse.model_validate(response.json())
+    body = answer(response, ImageResult)
     assert body.predictions[0].label == "espresso"
     assert len(body.predictions) == 3
     assert body.model == "image-classifier-v1"
@@ -82,7 +93,7 @@ def test_recommend(client: TestClient, recommender) -> None:  # type: ignore[no-
     user = recommender.known_users()[3]
     response = client.post("/api/predict/recommend", json={
         "user_id": user, "context": {"category": "Produce"}, "limit": 5})
-    body = schemas.RecommendResponse.model_validate(response.json())
+    body = answer(response, Recommendations)
     assert body.strategy == "als" and body.user_id == user
     assert len(body.recommendations) == 5
     assert {r.department for r in body.recommendations} == {"PRODUCE"}
@@ -95,15 +106,18 @@ def test_recommend_unknown_user_falls_back(client: TestClient) -> None:
 
 
 def test_models(client: TestClient) -> None:
-    body = schemas.ModelsResponse.model_validate(client.get("/api/models").json())
+    body = msgspec.convert(client.get("/api/models").json(), schemas.ModelsResponse)
     assert {m.name: m.state for m in body.models} == {
-        "sentiment": "ready", "image": "ready", "recommender": "ready"}
+        "sentiment": "ready", "image": "ready", "recommender": "ready", "wine": "ready"}
+    routes = {m.name: m.routes for m in body.models}
+    assert routes["recommender"] == ["/api/predict/recommender", "/api/predict/recommend"]
+    assert {m.name: m.origin for m in body.models}["wine"] == "plugin realtime-ml-wine"
     assert all(m.info and m.info["evaluation"] for m in body.models)
     assert all(m.load_seconds for m in body.models)
 
 
 def test_health_and_probes(client: TestClient) -> None:
-    body = schemas.HealthResponse.model_validate(client.get("/health").json())
+    body = msgspec.convert(client.get("/health").json(), schemas.HealthResponse)
     assert body.status == "healthy" and body.ready
     assert body.memory["rss_mb"] > 100
     assert client.get("/health/live").json() == {"status": "alive"}
@@ -113,7 +127,7 @@ def test_health_and_probes(client: TestClient) -> None:
 def test_metrics_json_and_prometheus(client: TestClient) -> None:
     client.post("/api/predict/sentiment", json={"text": "good"})
     client.post("/api/predict/sentiment", json={"text": ""})
-    body = schemas.MetricsResponse.model_validate(client.get("/metrics").json())
+    body = msgspec.convert(client.get("/metrics").json(), schemas.MetricsResponse)
     assert body.requests["total"] >= 2
     assert body.requests["by_status"]["422"] >= 1
     assert 0 < body.requests["success_rate"] < 1
@@ -125,7 +139,9 @@ def test_metrics_json_and_prometheus(client: TestClient) -> None:
         text = response.text
         for name in ("http_requests_total", "http_request_duration_seconds_bucket",
                      "http_requests_in_flight", "model_load_seconds",
-                     "process_resident_memory_bytes_sampled", "model_inference_seconds"):
+                     "model_inference_seconds", "process_resident_memory_bytes",
+                     "process_cpu_seconds_total", "python_gc_objects_collected_total",
+                     'status_class="4xx"'):
             assert name in text, name
 
 
@@ -392,17 +408,22 @@ def test_forwarded_for_is_believed_only_from_trusted_proxies(peer: str, forwarde
 
 # -- failures ---------------------------------------------------------------------------------
 
-class Boom:
+class Boom(ModelBase[SentimentQuery, tuple[str, bool], SentimentResult]):
     """A sentiment model that accepts its input, then raises while predicting."""
 
     name = "sentiment"
     version = "boom-v1"
+    Query = SentimentQuery
+    Result = SentimentResult
 
-    def validate(self, text):  # type: ignore[no-untyped-def]
-        return text
+    def prepare(self, query: SentimentQuery) -> tuple[str, bool]:
+        return query.text, query.options.detailed
 
-    def predict(self, batch, detailed=False):  # type: ignore[no-untyped-def]
+    def predict(self, items):  # type: ignore[no-untyped-def]
         raise RuntimeError("model exploded")
+
+    def examples(self) -> list[SentimentQuery]:
+        return [SentimentQuery("hi")]
 
     def info(self):  # type: ignore[no-untyped-def]
         return {"name": self.name, "version": self.version, "evaluation": {}}
@@ -418,9 +439,9 @@ def broken_image(settings: Settings, store: ArtifactStore) -> Any:
 def test_model_bug_is_a_500_with_request_id_and_server_keeps_serving(
     make_client, warm_registry: Registry, caplog: pytest.LogCaptureFixture  # type: ignore[no-untyped-def]
 ) -> None:
-    registry = Registry(warm_registry.settings, builders={
-        "sentiment": lambda s, st: Boom(), "recommender": lambda s, st:
-        warm_registry.get("recommender")})
+    registry = Registry(warm_registry.settings, entries={
+        "sentiment": Entry.of(Boom()),
+        "recommender": Entry.of(warm_registry.get("recommender"), aliases=("recommend",))})
     client = make_client(registry=registry)
     response = client.post("/api/predict/sentiment", json={"text": "hi"},
                            headers={"x-request-id": "trace-me"})
@@ -434,8 +455,9 @@ def test_model_bug_is_a_500_with_request_id_and_server_keeps_serving(
 def test_failed_model_degrades_health_and_others_keep_serving(
     make_client, warm_registry: Registry  # type: ignore[no-untyped-def]
 ) -> None:
-    registry = Registry(warm_registry.settings, builders={
-        "sentiment": lambda s, st: warm_registry.get("sentiment"), "image": broken_image})
+    registry = Registry(warm_registry.settings, entries={
+        "sentiment": Entry.of(warm_registry.get("sentiment")),
+        "image": Entry(broken_image, cls=type(warm_registry.get("image")))})
     client = make_client(registry=registry)
     health = client.get("/health").json()
     assert health["status"] == "degraded"
@@ -456,8 +478,8 @@ def test_not_ready_until_warm(make_client, warm_registry: Registry) -> None:  # 
         gate.wait(10)
         return warm_registry.get("sentiment")
 
-    client = make_client(registry=Registry(warm_registry.settings, builders={"sentiment": slow}),
-                         wait=False)
+    client = make_client(registry=Registry(warm_registry.settings, entries={
+        "sentiment": Entry(slow, cls=type(warm_registry.get("sentiment")))}), wait=False)
     not_ready = client.get("/health/ready")
     assert not_ready.status_code == 503 and not_ready.json()["status"] == "warming up"
     assert client.get("/health/live").status_code == 200
@@ -471,12 +493,12 @@ def test_not_ready_until_warm(make_client, warm_registry: Registry) -> None:  # 
 
 def test_deadline_answers_504(make_client, warm_registry: Registry) -> None:  # type: ignore[no-untyped-def]
     class Hang(Boom):
-        def predict(self, batch, detailed=False):  # type: ignore[no-untyped-def]
+        def predict(self, items):  # type: ignore[no-untyped-def]
             time.sleep(1.0)
 
-    registry = Registry(warm_registry.settings, builders={
-        "sentiment": lambda s, st: Hang(),
-        "recommender": lambda s, st: warm_registry.get("recommender")})
+    registry = Registry(warm_registry.settings, entries={
+        "sentiment": Entry.of(Hang()),
+        "recommender": Entry.of(warm_registry.get("recommender"), aliases=("recommend",))})
     client = make_client(registry=registry, request_timeout_s=0.2, warmup=False)
     started = time.monotonic()
     assert_error(client.post("/api/predict/sentiment", json={"text": "hi"}), 504,
@@ -509,7 +531,7 @@ def test_signal_hook_sets_draining_and_chains_to_the_previous_handler(
     seen: list[int] = []
     original = signal.signal(signal.SIGTERM, lambda signum, frame: seen.append(signum))
     try:
-        service = Service(warm_registry.settings, warm_registry)
+        service = Service.over(warm_registry)
         restore = service.drain_on_signals()
         signal.raise_signal(signal.SIGTERM)
         assert service.draining and seen == [signal.SIGTERM]

@@ -9,7 +9,9 @@ from typing import Any
 
 from starlette.testclient import TestClient
 
-from ml.registry import Registry
+from ml.contract import ModelBase
+from ml.registry import Entry, Registry
+from ml.sentiment import SentimentQuery, SentimentResult
 from tests.api.test_routes import assert_error
 
 
@@ -77,21 +79,27 @@ def test_request_timeout_header_is_checked(client: TestClient) -> None:
     assert ok.status_code == 200
 
 
-class Gated:
+class Gated(ModelBase[SentimentQuery, tuple[str, bool], SentimentResult]):
     """A sentiment model whose predictions wait for a gate (or a timeout)."""
 
     name = "sentiment"
     version = "gated-v1"
+    Query = SentimentQuery
+    Result = SentimentResult
 
-    def __init__(self) -> None:
+    def __init__(self, real: Any) -> None:
         self.gate = threading.Event()
+        self.real = real
 
-    def validate(self, text: str) -> str:
-        return text
+    def prepare(self, query: SentimentQuery) -> tuple[str, bool]:
+        return self.real.prepare(query)  # type: ignore[no-any-return]
 
-    def predict(self, batch: list[str], detailed: bool = False) -> list[Any]:
+    def predict(self, items: Any) -> list[Any]:
         self.gate.wait(10)
-        return [self.real.predict_one(t) for t in batch]
+        return self.real.predict(items)  # type: ignore[no-any-return]
+
+    def examples(self) -> list[SentimentQuery]:
+        return [SentimentQuery("hi")]
 
     def info(self) -> dict[str, Any]:
         return {"name": self.name, "version": self.version}
@@ -101,9 +109,8 @@ class Gated:
 
 
 def gated_client(make_client, warm_registry: Registry, **changes: Any) -> tuple[Any, Gated]:  # type: ignore[no-untyped-def]
-    model = Gated()
-    model.real = warm_registry.get("sentiment")  # type: ignore[attr-defined]
-    registry = Registry(warm_registry.settings, builders={"sentiment": lambda s, st: model})
+    model = Gated(warm_registry.get("sentiment"))
+    registry = Registry(warm_registry.settings, entries={"sentiment": Entry.of(model)})
     client = make_client(registry=registry, rate_limit_per_second=0.0, cache_entries=0,
                          **changes)
     return client, model
@@ -121,8 +128,8 @@ def test_a_shorter_deadline_per_request_is_honoured(make_client, warm_registry: 
 
 def test_a_full_queue_answers_503_with_retry_after_at_once(make_client,  # type: ignore[no-untyped-def]
                                                          warm_registry: Registry) -> None:
-    client, model = gated_client(make_client, warm_registry, sentiment_max_queue=2,
-                                 sentiment_max_batch=2)
+    client, model = gated_client(make_client, warm_registry,
+                                 tuned={"sentiment": {"max_queue": 2, "max_batch": 2}})
     with ThreadPoolExecutor(12) as pool:
         pending = [pool.submit(client.post, "/api/predict/sentiment", json={"text": f"t{i}"})
                    for i in range(12)]

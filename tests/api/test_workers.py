@@ -124,13 +124,13 @@ def test_an_app_that_cannot_start_stops_the_server(tmp_path, workers: str) -> No
 
     from benchmarks.services import ROOT, free_port
 
-    env = {**os.environ, "ML_CACHE_DIR": str(tmp_path), "ML_MODELS": "no-such-model",
+    env = {**os.environ, "ML_CACHE_DIR": str(tmp_path), "ML_DEVICE": "tpu",
            "PYTHONPATH": str(ROOT)}
     done = subprocess.run([sys.executable, "-m", "api.workers", "--port", str(free_port()),
                            "--workers", workers], cwd=ROOT, env=env, capture_output=True,
                           text=True, timeout=120)
     assert done.returncode != 0
-    assert "ML_MODELS" in done.stderr
+    assert "ML_DEVICE" in done.stderr
 
 
 def test_workers_do_not_outlive_a_killed_supervisor(two_workers: Server) -> None:

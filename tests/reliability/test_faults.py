@@ -36,7 +36,7 @@ def test_broken_image_weights_fail_only_the_image_model(settings: Settings, regi
         health = client.get("/health").json()
         assert health["status"] == "degraded"
         assert health["models"] == {"sentiment": "ready", "image": "failed",
-                                    "recommender": "ready"}
+                                    "recommender": "ready", "wine": "ready"}
         models = {m["name"]: m for m in client.get("/api/models").json()["models"]}
         reason = models["image"]["reason"]
         assert ("No such file" in reason) if weights == "missing" else reason

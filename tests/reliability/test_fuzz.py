@@ -17,9 +17,11 @@ from schemathesis.specs.openapi.checks import positive_data_acceptance
 from starlette.testclient import TestClient
 
 from api.app import create_app
+from api.config import ApiSettings
 from api.fetch import ImageFetcher
 from api.service import Service
 from benchmarks.reliability import FUZZ_EXAMPLES
+from ml.engine import Engine
 from ml.registry import Registry
 
 EXAMPLES = FUZZ_EXAMPLES
@@ -32,11 +34,12 @@ async def public_resolver(host: str, port: int) -> list[str]:
 
 @pytest.fixture(scope="module")
 def app(warm_registry: Registry) -> Iterator[Any]:
-    config = warm_registry.settings.replace(rate_limit_per_second=0.0, cache_entries=0)
-    fetcher = ImageFetcher(max_bytes=config.max_image_bytes, timeout_s=1.0, max_redirects=1,
-                           resolver=public_resolver,
+    engine = Engine(warm_registry, settings=warm_registry.settings.replace(cache_entries=0))
+    fetcher = ImageFetcher(max_bytes=engine.settings.max_image_bytes, timeout_s=1.0,
+                           max_redirects=1, resolver=public_resolver,
                            transport=httpx.MockTransport(lambda request: httpx.Response(404)))
-    service = Service(config, warm_registry, fetcher=fetcher)
+    service = Service(ApiSettings(rate_limit_per_second=0.0), engine, owns_engine=True,
+                      fetcher=fetcher)
     app = create_app(service=service)
     with TestClient(app):  # runs the lifespan once: warm-up, then ready
         assert service.wait_ready(60)

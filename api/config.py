@@ -1,0 +1,128 @@
+"""Settings of the HTTP layer and the UI's front: keys, limits, timeouts, CORS, fetching.
+
+Read from the environment the same way as the ml core's (`ml.config.EnvSettings`).
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+
+from ml.config import EnvSettings, setting
+from ml.errors import ConfigError
+from ml.registry import NAME
+
+UI_BENCHMARKS = ("auto", "on", "off")
+UI_PAGES = ("overview", "models", "benchmarks")  # or single models, by name
+
+
+@dataclass(frozen=True)
+class ApiSettings(EnvSettings):
+    """Every tunable of the REST API and the one process's UI front."""
+
+    api_keys: tuple[str, ...] = setting(
+        (), "ML_API_KEYS", "Comma-separated API keys; empty turns auth off.", secret=True)
+    rate_limit_per_second: float = setting(
+        50.0, "ML_RATE_LIMIT_PER_SECOND", "Sustained requests/s per key or client (0: off).",
+        minimum=0)
+    rate_limit_burst: int = setting(100, "ML_RATE_LIMIT_BURST", "Token-bucket burst size.",
+                                    minimum=1)
+    trusted_proxies: tuple[str, ...] = setting(
+        (), "ML_TRUSTED_PROXIES",
+        "Proxy addresses/CIDRs whose X-Forwarded-For is believed for rate limiting.")
+    auth_failure_burst: int = setting(
+        20, "ML_AUTH_FAILURE_BURST",
+        "Wrong API keys a client may send in a row before it is throttled (429).", minimum=1)
+    auth_failures_per_minute: float = setting(
+        10.0, "ML_AUTH_FAILURES_PER_MINUTE",
+        "Sustained wrong API keys per minute per client once the burst is spent.",
+        minimum=0.01)
+    max_body_bytes: int = setting(
+        12 * 1024 * 1024, "ML_MAX_BODY_BYTES",
+        "Largest request body accepted (a route that takes files: an image upload).",
+        minimum=1024)
+    max_json_body_bytes: int = setting(
+        4 * 1024 * 1024, "ML_MAX_JSON_BODY_BYTES",
+        "Largest body of a route that takes no files (sentiment, batch, recommend).",
+        minimum=1024)
+    max_headers: int = setting(
+        100, "ML_MAX_HEADERS", "Most header lines in one request head (then 431).", minimum=8)
+    max_head_bytes: int = setting(
+        64 * 1024, "ML_MAX_HEAD_BYTES",
+        "Largest request head: request line plus headers (then 431).", minimum=1024)
+    max_url_bytes: int = setting(
+        8 * 1024, "ML_MAX_URL_BYTES", "Longest request target (path and query; then 414).",
+        minimum=256)
+    header_timeout_s: float = setting(
+        10.0, "ML_HEADER_TIMEOUT_S",
+        "Time a client has to send a request head (slow-header clients get 408).",
+        minimum=0.01)
+    body_timeout_s: float = setting(
+        10.0, "ML_BODY_TIMEOUT_S", "Time a client has to send a request body (then 408).",
+        minimum=0.01)
+    write_timeout_s: float = setting(
+        15.0, "ML_WRITE_TIMEOUT_S",
+        "A client that stops reading its response for this long loses the connection.",
+        minimum=0.01)
+    max_request_timeout_s: float = setting(
+        60.0, "ML_MAX_REQUEST_TIMEOUT_S",
+        "Longest deadline a request may ask for with the X-Request-Timeout-Ms header.",
+        minimum=0.01)
+    cors_origins: tuple[str, ...] = setting(
+        (), "ML_CORS_ORIGINS", "Comma-separated origins allowed by CORS (empty: none).")
+    url_fetch_allow: tuple[str, ...] = setting(
+        (), "ML_URL_FETCH_ALLOW",
+        "CIDRs that <field>_url inputs may reach even though private (default: public only).")
+    url_fetch_timeout_s: float = setting(
+        5.0, "ML_URL_FETCH_TIMEOUT_S", "Total time allowed to fetch a <field>_url input.",
+        minimum=0.01)
+    url_fetch_max_redirects: int = setting(
+        3, "ML_URL_FETCH_MAX_REDIRECTS", "Redirects followed for a URL input (each re-checked).",
+        minimum=0)
+
+    # -- the UI (server.py, views/) --
+    ui_pages: tuple[str, ...] = setting(
+        UI_PAGES, "ML_UI_PAGES",
+        "Comma-separated UI pages to show: overview, models (a page per model), benchmarks, "
+        "or single models by name (sentiment, image, ...).")
+    ui_password: str = setting(
+        "", "ML_UI_PASSWORD", "Password the UI asks for before any page (empty: none).",
+        secret=True)
+    ui_benchmarks: str = setting(
+        "auto", "ML_UI_BENCHMARKS",
+        "Live benchmark runs from the UI: auto (on when the server listens on loopback "
+        "only, otherwise only for a visitor who enters an API key), on or off.")
+    ui_max_sessions: int = setting(
+        200, "ML_UI_MAX_SESSIONS", "UI websocket sessions open at once, in total.", minimum=1)
+    ui_max_sessions_per_client: int = setting(
+        16, "ML_UI_MAX_SESSIONS_PER_CLIENT", "UI websocket sessions open at once per client.",
+        minimum=1)
+    ui_idle_timeout_s: float = setting(
+        1800.0, "ML_UI_IDLE_TIMEOUT_S",
+        "A UI session whose browser sends nothing for this long is closed.", minimum=1)
+    ui_upload_session_bytes: int = setting(
+        24 * 1024 * 1024, "ML_UI_UPLOAD_SESSION_BYTES",
+        "Uploaded files one UI session may hold at once.", minimum=0)
+    ui_upload_total_bytes: int = setting(
+        64 * 1024 * 1024, "ML_UI_UPLOAD_TOTAL_BYTES",
+        "Uploaded files all UI sessions may hold at once, uploads in flight included.",
+        minimum=0)
+    ui_frame_ancestors: str = setting(
+        "'self'", "ML_UI_FRAME_ANCESTORS",
+        "Who may frame the UI (a CSP frame-ancestors value; 'none' forbids framing).")
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        if self.ui_benchmarks not in UI_BENCHMARKS:
+            raise ConfigError("ML_UI_BENCHMARKS", self.ui_benchmarks,
+                              f"one of {', '.join(UI_BENCHMARKS)}")
+        unknown_pages = [p for p in self.ui_pages if p not in UI_PAGES and not NAME.match(p)]
+        if unknown_pages:
+            raise ConfigError("ML_UI_PAGES", ",".join(self.ui_pages),
+                              f"{', '.join(UI_PAGES)} or model names")
+        for cidr in (*self.trusted_proxies, *self.url_fetch_allow):
+            try:
+                ipaddress.ip_network(cidr, strict=False)
+            except ValueError:
+                raise ConfigError("ML_TRUSTED_PROXIES/ML_URL_FETCH_ALLOW", cidr,
+                                  "IP addresses or CIDR networks") from None
