@@ -8,9 +8,10 @@ import altair as alt
 import pandas as pd
 import streamlit as st
 
+from api.metrics import HttpMetrics, metrics_body
 from api.ratelimit import TokenBuckets
 from benchmarks import live, report
-from views.shared import client, engine, registry
+from views.shared import client, engine, registry, ui_settings
 
 RESULTS = Path(__file__).resolve().parents[1] / "benchmarks" / "results"
 COLORS = alt.Scale(domain=list(live.PATH_LABELS.values()),
@@ -26,14 +27,14 @@ def local_api() -> str | None:
 @st.cache_resource(show_spinner=False)
 def key_failures() -> TokenBuckets:
     """Wrong keys entered on this page, per visitor address (as the API throttles them)."""
-    settings = registry().settings
+    settings = ui_settings()
     return TokenBuckets(settings.auth_failures_per_minute / 60, settings.auth_failure_burst)
 
 
 def run_permission() -> tuple[bool, dict[str, str], str]:
     """Whether this visitor may start runs, the headers their HTTP paths send, and why not
     (the rule: `live.may_run`); wrong keys are throttled per address."""
-    settings = registry().settings
+    settings = ui_settings()
     key = None
     if settings.api_keys and settings.ui_benchmarks != "off":
         key = st.text_input("API key", type="password",
@@ -58,7 +59,7 @@ busy = elsewhere is not None and elsewhere is not run
 
 with st.form("benchmark"):
     left, right = st.columns(2)
-    model = left.selectbox("Model", ["sentiment", "recommender", "image"])
+    model = left.selectbox("Model", registry().names())
     paths = right.multiselect("Call paths", list(live.PATHS), default=["in-process", "http"],
                               format_func=live.PATH_LABELS.get)
     concurrency = left.select_slider("Concurrent requests", [1, 2, 4, 8, 16, 32], value=1)
@@ -167,7 +168,8 @@ if run is not None:
 
 st.divider()
 st.subheader("This server's own metrics")
-metrics = engine().metrics.snapshot()  # in-process: the very counters /metrics serves
+models = engine().metrics  # in-process: the very counters /metrics serves
+metrics = metrics_body(HttpMetrics.of(models), models, {})
 requests, perf = metrics["requests"], metrics["performance"]
 if not requests["total"] and not metrics["models"]:
     st.caption("No API requests or model calls yet.")

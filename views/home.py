@@ -28,11 +28,13 @@ reg = registry()
 @st.fragment(run_every=2.0)
 def model_cards() -> None:
     """Model cards with live state; refreshes itself while anything is still loading."""
-    statuses = reg.statuses()
+    statuses = list(reg.statuses().items())
     st.subheader("Models")
-    columns = st.columns(len(statuses))
-    for column, (name, status) in zip(columns, statuses.items(), strict=True):
-        with column, st.container(border=True, height=260):
+    per_row = 4
+    columns = [column for start in range(0, len(statuses), per_row)
+               for column in st.columns(per_row)]
+    for column, (name, status) in zip(columns, statuses, strict=False):
+        with column, st.container(border=True, height=370):
             icon = {"ready": ":material/check_circle:", "failed": ":material/error:"}.get(
                 status.state, ":material/hourglass_empty:")
             st.markdown(f"**{name}** {icon}")
@@ -42,16 +44,12 @@ def model_cards() -> None:
             if status.state == "ready":
                 info = reg.get(name).info()
                 st.write(info["task"])
-                evaluation = info["evaluation"]
-                if name == "sentiment":
-                    st.metric("Held-out accuracy", f"{evaluation['accuracy']:.1%}",
-                              help=f"macro-F1 {evaluation['macro_f1']:.3f}")
-                elif name == "recommender":
-                    als = evaluation["als"]["ndcg@10"]
-                    popular = evaluation["popularity"]["ndcg@10"]
-                    st.metric("NDCG@10", f"{als:.3f}", delta=f"{als - popular:+.3f} vs popularity")
-                else:
-                    st.metric("Parameters", "4.7M", help=info["architecture"])
+                headline = info.get("headline")  # the card's figure that matters most
+                if headline:
+                    st.metric(headline["label"], headline["value"],
+                              delta=headline.get("delta"), help=headline.get("help"))
+                if status.origin != "built-in":
+                    st.caption(f"from {status.origin}")
             elif status.state == "failed":
                 st.error(status.reason or "failed to load")
     memory = psutil.Process().memory_info().rss / 2**20

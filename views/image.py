@@ -1,23 +1,12 @@
 """Image classification: upload, camera or sample gallery; top-k chart."""
 
-import io
-
 import altair as alt
 import pandas as pd
 import streamlit as st
 
-from ml.engine import ImageQuery
-from ml.samples import PHOTOS, sample_photo
-from views.shared import info_card, latency_caption, model, serve, timed
-
-
-@st.cache_data(show_spinner=False)
-def gallery_jpeg(name: str) -> bytes:
-    """A sample photo as the JPEG bytes an upload would bring."""
-    buffer = io.BytesIO()
-    sample_photo(name).save(buffer, format="JPEG", quality=92)
-    return buffer.getvalue()
-
+from ml.image import ImageQuery
+from ml.samples import PHOTOS, sample_jpeg
+from views.shared import info_card, latency_caption, limited, model, serve
 
 st.title("Image classification")
 classifier = model("image")
@@ -28,7 +17,7 @@ source = st.radio("Image source", ["Sample gallery", "Upload", "Camera"], horizo
 image_input = None
 if source == "Sample gallery":
     name = st.selectbox("Sample photo", list(PHOTOS), format_func=PHOTOS.get)
-    image_input = gallery_jpeg(name)
+    image_input = sample_jpeg(name, quality=92)
 elif source == "Upload":
     upload = st.file_uploader("Image file", type=["jpg", "jpeg", "png", "webp", "gif", "bmp",
                                                   "tif", "tiff"])
@@ -41,9 +30,9 @@ else:
 
 top_k = st.slider("Top-k classes", 1, 20, 5)
 if image_input is not None:
-    decoded, _ = timed(lambda: classifier.preview(image_input))  # type: ignore[attr-defined]
+    decoded, _ = limited(lambda: classifier.preview(image_input))  # type: ignore[attr-defined]
     if decoded is not None:
-        result, ms = serve("image", ImageQuery(image_input, top_k))
+        result, ms = serve("image", ImageQuery(image_input, top_k=top_k))
         left, right = st.columns([2, 3])
         left.image(decoded, width="stretch")
         if result is not None:

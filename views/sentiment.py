@@ -1,19 +1,21 @@
 """Sentiment: one text with explanation, or many lines / a CSV file in batch."""
 
 import altair as alt
+import msgspec
 import pandas as pd
 import streamlit as st
 
-from ml.engine import TextQuery
 from ml.samples import TEXTS
+from ml.sentiment import SentimentOptions, SentimentQuery
 from views.shared import (
     MAX_CSV_ROWS,
     info_card,
     latency_caption,
-    limited,
     model,
     read_text_table,
     serve,
+    serve_many,
+    text_columns,
 )
 
 st.title("Sentiment analysis")
@@ -30,7 +32,7 @@ with single:
     text = st.text_area("Text", key="sentiment_text", height=100,
                         placeholder="Type a sentence, or pick an example above")
     if text.strip():
-        result, ms = serve("sentiment", TextQuery(text, detailed=True))
+        result, ms = serve("sentiment", SentimentQuery(text, SentimentOptions(detailed=True)))
         if result is not None:
             colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
             left, middle, right = st.columns(3)
@@ -40,8 +42,9 @@ with single:
             st.progress((result.score + 1) / 2,
                         text=f"score {result.score:+.2f}  (-1 negative ... +1 positive)")
             latency_caption(ms)
-            probabilities = pd.DataFrame({"class": list(result.probabilities),
-                                          "probability": list(result.probabilities.values())})
+            shares = msgspec.structs.asdict(result.probabilities)
+            probabilities = pd.DataFrame({"class": list(shares),
+                                          "probability": list(shares.values())})
             st.altair_chart(alt.Chart(probabilities).mark_bar().encode(
                 x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
                 y=alt.Y("class:N", sort=["positive", "neutral", "negative"]),
@@ -51,7 +54,8 @@ with single:
                 width="stretch")
             if result.terms:
                 st.markdown("**Words that drove the decision**")
-                terms = pd.DataFrame(result.terms, columns=["term", "weight"])
+                terms = pd.DataFrame([(t.term, t.weight) for t in result.terms],
+                                     columns=["term", "weight"])
                 st.altair_chart(alt.Chart(terms).mark_bar().encode(
                     x="weight:Q", y=alt.Y("term:N", sort="-x"),
                     color=alt.condition("datum.weight > 0", alt.value("#2563eb"),
@@ -71,7 +75,7 @@ with batch:
             except ValueError as exc:
                 st.error(f"Could not use that file: {exc}.", icon=":material/error:")
             else:
-                column = st.selectbox("Text column", list(frame.columns))
+                column = st.selectbox("Text column", text_columns(frame))
                 texts = frame[column].dropna().astype(str).tolist()
     texts = [t for t in texts if t.strip()]
     if len(texts) > MAX_CSV_ROWS:
@@ -82,7 +86,7 @@ with batch:
         rows, total_ms = [], 0.0
         for start in range(0, len(texts), 500):
             chunk = texts[start:start + 500]
-            results, ms = limited(lambda chunk=chunk: sentiment.predict(chunk))
+            results, ms = serve_many("sentiment", [SentimentQuery(t) for t in chunk])
             if results is None:
                 break
             total_ms += ms

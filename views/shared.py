@@ -7,17 +7,20 @@ from __future__ import annotations
 import hmac
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 import streamlit as st
 
+from api.config import ApiSettings
 from api.ratelimit import TokenBuckets, client_address, default_buckets, networks
+from ml.contract import Model, title_of
 from ml.engine import Engine, default_engine
 from ml.errors import MLError, ModelUnavailable
-from ml.registry import Model, Registry, default_registry
+from ml.registry import Registry, default_registry
 
 T = TypeVar("T")
+MAX_CSV_ROWS = 5000
 
 
 @st.cache_resource(show_spinner=False)
@@ -32,9 +35,25 @@ def engine() -> Engine:
     return default_engine()
 
 
+@st.cache_resource(show_spinner=False)
+def ui_settings() -> ApiSettings:
+    """The HTTP and UI settings of this process (ML_UI_*, keys, rate limits)."""
+    return ApiSettings.from_env()
+
+
+def look(name: str) -> tuple[str, str]:
+    """A model's title and Material icon name, from its class; a model that cannot even
+    be imported keeps its name (its page then says why it is unavailable)."""
+    try:
+        cls = registry().model_class(name)
+    except MLError:
+        return name.capitalize(), "error"
+    return title_of(cls), getattr(cls, "icon", "") or "model_training"
+
+
 def buckets() -> TokenBuckets:
     """The rate-limit buckets of this process (the REST API's own, in the one process)."""
-    settings = registry().settings
+    settings = ui_settings()
     return default_buckets(settings.rate_limit_per_second, settings.rate_limit_burst)
 
 
@@ -46,7 +65,7 @@ def client() -> str:
     scope = {"client": (address if isinstance(address, str) and address else "127.0.0.1", 0),
              "headers": [(b"x-forwarded-for", forwarded.encode("latin-1", "replace"))]
              if forwarded else []}
-    return "ip:" + client_address(scope, networks(registry().settings.trusted_proxies))
+    return "ip:" + client_address(scope, networks(ui_settings().trusted_proxies))
 
 
 def admitted() -> bool:
@@ -66,6 +85,11 @@ def serve(name: str, query: Any) -> tuple[Any, float]:
     return limited(lambda: engine().predict(name, query).result)
 
 
+def serve_many(name: str, queries: Sequence[Any]) -> tuple[list[Any] | None, float]:
+    """A batch through the engine (one model call), counted as one request."""
+    return limited(lambda: [s.result for s in engine().predict_many(name, queries)])
+
+
 def limited(call: Callable[[], T]) -> tuple[T | None, float]:
     """`timed(call)` if the visitor's rate limit admits it, else (None, 0)."""
     if not admitted():
@@ -76,7 +100,7 @@ def limited(call: Callable[[], T]) -> tuple[T | None, float]:
 @st.cache_resource(show_spinner=False)
 def password_failures() -> TokenBuckets:
     """Wrong UI passwords per visitor address: a burst, then a few a minute."""
-    settings = registry().settings
+    settings = ui_settings()
     return TokenBuckets(settings.auth_failures_per_minute / 60, settings.auth_failure_burst)
 
 
@@ -131,17 +155,36 @@ def latency_caption(ms: float) -> None:
     st.caption(f":material/bolt: {ms:.2f} ms in-process")
 
 
+CARD_FIELDS = ("task", "architecture", "data", "weights", "training", "source", "limits")
+
+
 def info_card(info: dict[str, Any]) -> None:
-    """A model card in an expander."""
+    """A model card in an expander: its fields as text, its evaluation as a table."""
     with st.expander("Model card"):
-        st.json(info, expanded=1)
+        st.markdown(f"**{info.get('name', '')}** `{info.get('version', '')}`")
+        for key in CARD_FIELDS:
+            if info.get(key):
+                st.markdown(f"**{key.capitalize()}**: {info[key]}")
+        rows = flatten(info.get("evaluation", {}))
+        if rows:
+            st.markdown("**Evaluation**")
+            st.dataframe([{"figure": k, "value": str(v)} for k, v in rows],
+                         hide_index=True, width="stretch")
 
 
-MAX_CSV_ROWS = 5000
+def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:
+    """Nested figures as (dotted name, value) rows."""
+    if isinstance(tree, dict):
+        rows: list[tuple[str, Any]] = []
+        for key, value in tree.items():
+            rows += flatten(value, f"{prefix}.{key}" if prefix else str(key))
+        return rows
+    return [(prefix, tree)]
 
 
 def read_text_table(data: bytes) -> Any:
-    """A CSV upload as a DataFrame with at least one text column; ValueError says why not."""
+    """A CSV upload as a DataFrame, every column kept; ValueError says why it cannot be
+    used (not UTF-8, not a CSV, too many rows, no column with text)."""
     import io
 
     import pandas as pd
@@ -156,12 +199,18 @@ def read_text_table(data: bytes) -> Any:
         raise ValueError(f"the file is not a readable CSV ({exc})") from None
     if len(frame) > MAX_CSV_ROWS:
         raise ValueError(f"at most {MAX_CSV_ROWS:,} rows per file")
+    if not text_columns(frame):
+        raise ValueError("the file has no column with text in it")
+    return frame
+
+
+def text_columns(frame: Any) -> list[str]:
+    """Columns holding text (not only numbers or blanks)."""
+    import pandas as pd
+
     def has_text(values: Any) -> bool:
         values = values.dropna().str.strip()
         values = values[values != ""]
         return bool(pd.to_numeric(values, errors="coerce").isna().any())
 
-    columns = [c for c in frame.columns if has_text(frame[c])]
-    if not columns:
-        raise ValueError("the file has no column with text in it")
-    return frame[columns]
+    return [c for c in frame.columns if has_text(frame[c])]

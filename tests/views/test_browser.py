@@ -56,12 +56,13 @@ def settle(page) -> None:  # type: ignore[no-untyped-def]
 def test_deep_link_first_gets_the_app_navigation(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
     """The very first visit of a fresh server lands on a page URL, not on /."""
     page = browser_page
-    visit(page, server, "/recommendations", "Product recommendations")
+    visit(page, server, "/recommender", "Product recommendations")
     nav = page.locator("[data-testid=stSidebarNav]").inner_text()
     lines = [line.strip() for line in nav.splitlines() if line.strip()]
-    titles = ["Overview", "Sentiment", "Image classification", "Recommendations"]
+    titles = ["Overview", "Sentiment", "Image classification", "Recommendations",
+              "Wine cultivar"]  # the plugin too
     assert [line for line in lines if line in titles] == titles
-    assert not {"app", "shared", "recommendations"} & set(lines)  # no legacy page list
+    assert not {"app", "shared", "model"} & set(lines)  # no legacy page list
 
 
 def test_overview(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
@@ -114,7 +115,7 @@ def test_image_upload_of_a_non_image_is_explained(browser_page, server: Server, 
 
 def test_recommendations_pick_a_household(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
     page = browser_page
-    visit(page, server, "/recommendations", "Product recommendations")
+    visit(page, server, "/recommender", "Product recommendations")
     page.get_by_text("Recommended", exact=True).wait_for()
     page.get_by_role("combobox").first.click()
     option = page.get_by_role("option").nth(2)
@@ -126,10 +127,23 @@ def test_recommendations_pick_a_household(browser_page, server: Server) -> None:
     settle(page)
     page.get_by_text("Bought before").wait_for()
     page.get_by_text("ms in-process").first.wait_for()
-    tables = page.locator("[data-testid=stDataFrame]")
+    # the two tables of the page, not the model card's (in its expander)
+    tables = page.locator("[data-testid=stDataFrame]:not([data-testid=stExpander] *)")
     assert tables.count() == 2
     assert tables.nth(1).bounding_box()["height"] > 200  # ten rows, not an empty frame
-    page.screenshot(path=SHOTS / "recommendations.png", full_page=True)
+    page.screenshot(path=SHOTS / "recommender.png", full_page=True)
+
+
+def test_a_plugin_model_gets_a_try_it_page(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """The example plugin's page is generated from its query type; nothing here names it."""
+    page = browser_page
+    visit(page, server, "/wine", "Wine cultivar")
+    assert page.locator("[data-testid=stNumberInput]").count() == 13  # one per field
+    page.get_by_role("button", name="Predict").click()
+    page.get_by_text("ms in-process").first.wait_for()
+    page.get_by_text("cultivar 1", exact=True).first.wait_for()  # the first example's class
+    settle(page)
+    page.screenshot(path=SHOTS / "plugin.png", full_page=True)
 
 
 def test_benchmarks_page_runs_in_process_and_http(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]

@@ -12,8 +12,9 @@ from streamlit.testing.v1 import AppTest
 import ml.registry
 from ml.artifacts import ArtifactStore
 from ml.config import Settings
-from ml.registry import Registry
-from views.shared import MAX_CSV_ROWS, read_text_table
+from ml.image import ImageClassifier
+from ml.registry import Entry, Registry
+from views.shared import MAX_CSV_ROWS, read_text_table, text_columns
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -52,7 +53,7 @@ def test_home_shows_architecture_and_model_cards() -> None:
 
 def test_app_entry_is_a_router_over_every_page() -> None:
     source = (ROOT / "app.py").read_text()
-    for name in ("home", "sentiment", "image", "recommendations"):
+    for name in ("home", "benchmarks"):
         assert f'"views/{name}.py"' in source
     assert "ml" not in {line.split()[1] for line in source.splitlines()
                         if line.startswith(("import ", "from "))}
@@ -111,9 +112,10 @@ def test_bad_csv_files_are_explained(data: bytes, fragment: str) -> None:
         read_text_table(data)
 
 
-def test_good_csv_keeps_text_columns() -> None:
+def test_good_csv_keeps_every_column_and_finds_the_text() -> None:
     frame = read_text_table(b"id,review\n1,great\n2,awful\n")
-    assert list(frame.columns) == ["review"]
+    assert list(frame.columns) == ["id", "review"]  # the id travels with the results
+    assert text_columns(frame) == ["review"]
     assert list(frame["review"]) == ["great", "awful"]
 
 
@@ -143,7 +145,7 @@ def test_image_upload_without_a_file_shows_nothing() -> None:
 # -- recommendations ---------------------------------------------------------------------------
 
 def test_recommendations_for_a_persona() -> None:
-    app = page("recommendations")
+    app = page("recommender")
     assert not app.exception
     subheaders = [s.value for s in app.subheader]
     assert "Bought before" in subheaders and "Recommended" in subheaders
@@ -152,7 +154,7 @@ def test_recommendations_for_a_persona() -> None:
 
 
 def test_recommendations_with_category_and_limit() -> None:
-    app = page("recommendations")
+    app = page("recommender")
     app.selectbox[1].select("MEAT").run()
     app.slider[0].set_value(5).run()
     recommended = app.dataframe[1].value
@@ -161,7 +163,7 @@ def test_recommendations_with_category_and_limit() -> None:
 
 
 def test_unknown_household_says_it_shows_popular_items() -> None:
-    app = page("recommendations")
+    app = page("recommender")
     app.selectbox[0].select("another id...").run()
     app.text_input[0].input("999999999").run()
     assert "most popular" in texts_of(app)
@@ -169,8 +171,8 @@ def test_unknown_household_says_it_shows_popular_items() -> None:
 
 
 def test_new_customer_cold_start(recommender) -> None:  # type: ignore[no-untyped-def]
-    app = page("recommendations")
-    popular = recommender.recommend("new-customer", limit=40).items
+    app = page("recommender")
+    popular = recommender.recommend("new-customer", limit=40).recommendations
     app.multiselect[0].select(popular[0].item_id).select(popular[3].item_id).run()
     assert "Recommended for you" in [s.value for s in app.subheader]
     assert not app.exception
@@ -184,8 +186,9 @@ def broken_image_registry(registry: Registry, monkeypatch: pytest.MonkeyPatch
     def broken(settings: Settings, store: ArtifactStore) -> object:
         raise FileNotFoundError("weights file is missing")
 
-    failing = Registry(registry.settings, builders={
-        "sentiment": lambda s, st_: registry.get("sentiment"), "image": broken})
+    failing = Registry(registry.settings, entries={
+        "sentiment": Entry.of(registry.get("sentiment")),
+        "image": Entry(broken, cls=ImageClassifier)})
     monkeypatch.setattr(ml.registry, "_default", failing)
     st.cache_resource.clear()
     yield

@@ -13,9 +13,10 @@ import streamlit as st
 from streamlit.testing.v1 import AppTest
 
 import ml.registry
+from api.config import ApiSettings
 from benchmarks import live
 from ml.config import Settings
-from ml.registry import Registry
+from ml.registry import Entry, Registry
 from views.shared import buckets
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -51,8 +52,8 @@ def test_page_predictions_spend_the_api_rate_limit() -> None:
     assert not app.metric  # no result was computed
 
 
-def settings_with(registry: Registry, **changes: object) -> Settings:
-    return registry.settings.replace(**changes)
+def settings_with(**changes: object) -> ApiSettings:
+    return ApiSettings().replace(**changes)
 
 
 @pytest.mark.parametrize(("changes", "key", "public", "allowed", "why"), [
@@ -67,10 +68,9 @@ def settings_with(registry: Registry, **changes: object) -> Settings:
     pytest.param({"api_keys": ("k-1",), "ui_benchmarks": "off"}, "k-1", False, False,
                  "turned off", id="keys-but-off"),
 ])
-def test_who_may_start_live_runs(registry: Registry, changes: dict[str, object],
-                                 key: str | None, public: bool, allowed: bool,
-                                 why: str) -> None:
-    decision, reason = live.may_run(settings_with(registry, **changes), key, public=public)
+def test_who_may_start_live_runs(changes: dict[str, object], key: str | None, public: bool,
+                                 allowed: bool, why: str) -> None:
+    decision, reason = live.may_run(settings_with(**changes), key, public=public)
     assert decision is allowed
     assert why in reason
 
@@ -91,7 +91,7 @@ def wait_done(run: live.LiveRun, timeout: float = 60.0) -> None:
 def test_a_run_belongs_to_the_session_that_started_it() -> None:
     owner = AppTest.from_file(str(ROOT / "views" / "benchmarks.py"), default_timeout=90)
     owner.run()
-    owner.slider[0].set_value(3)
+    owner.slider[0].set_value(20)  # outlasts the visitor's page load; stopped below
     owner.button[0].click().run()
     run = owner.session_state["benchmark_run"]
     try:
@@ -110,11 +110,12 @@ def test_a_run_belongs_to_the_session_that_started_it() -> None:
 
 @pytest.fixture
 def narrowed(registry: Registry, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
-    """The process-wide registry with a password and two pages (the app reads both)."""
-    locked = Registry(registry.settings.replace(ui_password="open sesame",
-                                                ui_pages=("sentiment", "benchmarks")),
-                      builders={"sentiment": lambda s, store: registry.get("sentiment")})
-    monkeypatch.setattr(ml.registry, "_default", locked)
+    """A password and two pages, as an operator sets them (the app reads the environment
+    on every run), over a process-wide registry that serves sentiment only."""
+    monkeypatch.setenv("ML_UI_PASSWORD", "open sesame")
+    monkeypatch.setenv("ML_UI_PAGES", "sentiment,benchmarks")
+    only = Registry(registry.settings, entries={"sentiment": Entry.of(registry.get("sentiment"))})
+    monkeypatch.setattr(ml.registry, "_default", only)
     st.cache_resource.clear()
     yield
     st.cache_resource.clear()

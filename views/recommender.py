@@ -3,8 +3,8 @@
 import pandas as pd
 import streamlit as st
 
-from ml.recommender import RecommendedItem, RecommendRequest, personas
-from views.shared import info_card, latency_caption, limited, model, serve
+from ml.recommender import RecommendContext, RecommendedItem, RecommendQuery
+from views.shared import info_card, latency_caption, model, serve
 
 
 def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], score: str) -> None:
@@ -27,7 +27,7 @@ if recommender is None:
 
 known, cold = st.tabs(["A household", "New customer"])
 with known:
-    people = {p["household_id"]: p for p in personas(12)}
+    people = {p["household_id"]: p for p in recommender.personas(12)}  # type: ignore[attr-defined]
     choice = st.selectbox(
         "Household", [*people, "another id..."],
         format_func=lambda h: h if h not in people else
@@ -36,8 +36,8 @@ with known:
     left, right = st.columns(2)
     category = left.selectbox("Department", ["(all)", *recommender.categories()])
     limit = right.slider("How many", 1, 30, 10)
-    result, ms = serve("recommender", RecommendRequest(
-        user_id, limit=limit, category=None if category == "(all)" else category))
+    result, ms = serve("recommender", RecommendQuery(
+        user_id, RecommendContext(None if category == "(all)" else category), limit=limit))
     if result is not None:
         if result.strategy == "popular":
             st.info("Unknown household: showing the most popular products instead.",
@@ -53,18 +53,19 @@ with known:
         with suggestions:
             st.subheader("Recommended")
             latency_caption(ms)
-            table(result.items, "score")
+            table(result.recommendations, "score")
 
 with cold:
-    popular = recommender.recommend("new-customer", limit=40).items
+    popular = recommender.recommend("new-customer", limit=40).recommendations  # type: ignore[attr-defined]
     picked = st.multiselect("Pick a few products you like",
                             [i.item_id for i in popular],
                             format_func={i.item_id: i.description for i in popular}.get)
     if picked:
-        result, ms = limited(lambda: recommender.recommend_for_items(picked, limit=10))
+        result, ms = serve("recommender", RecommendQuery("new-customer", limit=10,
+                                                         items=tuple(picked)))
         if result is not None:
             st.subheader("Recommended for you")
             latency_caption(ms)
-            table(result.items, "score")
+            table(result.recommendations, "score")
 
 info_card(recommender.info())
