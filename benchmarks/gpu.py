@@ -54,11 +54,12 @@ def forward_rates(model: Any, sizes: list[int], seconds: float) -> dict[str, Any
 def serving_rate(registry: Any, jpeg: bytes, batching: bool, seconds: float,
                  callers: int = 32) -> dict[str, Any]:
     """Images/s through the engine (decode + batcher + forward) with `callers` threads."""
-    from ml.engine import Engine, ImageQuery
+    from ml.engine import Engine
+    from ml.image import ImageQuery
 
     engine = Engine(registry, settings=registry.settings.replace(batching=batching,
                                                                  cache_entries=0))
-    query = ImageQuery(jpeg, 5)
+    query = ImageQuery(jpeg, top_k=5)
     latencies: list[float] = []
     deadline = time.perf_counter() + seconds
 

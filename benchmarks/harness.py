@@ -6,7 +6,6 @@ in the same run. Servers are started here on 127.0.0.1 and stopped by PID.
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import importlib.util
 import json
@@ -20,16 +19,15 @@ from typing import Any
 
 import httpx
 
+from api import wire
 from benchmarks.load import LoadResult, http_load, inprocess_load, wrk_load, wrk_version
 from benchmarks.services import Server, running
 from benchmarks.stats import summarize
 from ml.config import Settings
+from ml.contract import call
 from ml.registry import Registry
 
-MODELS = ("sentiment", "image", "recommender")
-ROUTES = {"sentiment": "/api/predict/sentiment", "image": "/api/predict/image",
-          "recommender": "/api/predict/recommend"}
-HOP_NAMES = {"sentiment": "sentiment", "image": "image", "recommender": "recommend"}
+MODELS = ("sentiment", "image", "recommender")  # the default plan: the built-in models
 PATHS = ("in-process", "http", "http-unbatched", "hop", "fastapi-peer")
 PEER_MODELS = ("sentiment",)  # the FastAPI peer serves the stock sklearn sentiment pipeline
 UNBATCHED_MODELS = ("sentiment", "image")  # the same one process with ML_BATCHING=false
@@ -51,16 +49,17 @@ class Plan:
     workers: tuple[int, ...] = (1, 2)  # API-only multi-worker scaling; () skips it
     device: str = "cpu"  # the image model's device in every server and in-process ("cuda")
 
-    def levels(self, model: str) -> tuple[int, ...]:
-        """Concurrency levels: images are ~100x slower per request than the others."""
-        return (1, 16) if model == "image" else (1, 8, 32)
+    def levels(self, heavy: bool) -> tuple[int, ...]:
+        """Concurrency levels: a model with heavy per-request work (decoding an image) is
+        ~100x slower per request than the others."""
+        return (1, 16) if heavy else (1, 8, 32)
 
-    def requests_at_one(self, model: str) -> int:
-        base = {"sentiment": 2000, "image": 150, "recommender": 2000}[model]
+    def requests_at_one(self, heavy: bool) -> int:
+        base = 150 if heavy else 2000
         return max(10, base // 40) if self.quick else base
 
-    def seconds_high(self, model: str) -> float:
-        return 1.0 if self.quick else (8.0 if model == "image" else 5.0)
+    def seconds_high(self, heavy: bool) -> float:
+        return 1.0 if self.quick else (8.0 if heavy else 5.0)
 
     @property
     def scenario_texts(self) -> int:
@@ -68,34 +67,26 @@ class Plan:
 
 
 class Inputs:
-    """The same inputs for every path: tweets, a photo, household ids."""
+    """The same queries for every path, from each model's own workload (corpus tweets, a
+    photo, household ids): in-process calls and the HTTP bodies that carry them."""
 
-    def __init__(self, registry: Registry) -> None:
-        from ml.samples import sample_photo
-        from ml.sentiment import load_corpus
+    def __init__(self, registry: Registry, count: int = 2000) -> None:
+        self.registry = registry
+        self.queries = {name: registry.get(name).workload(count) for name in registry.names()}
+        self.ops = {name: wire.operation(name, registry.model_class(name))
+                    for name in registry.names()}
 
-        texts, _ = load_corpus()
-        self.texts = [t for t in texts[::7] if 40 <= len(t) <= 140][:2000]
-        buffer = __import__("io").BytesIO()
-        sample_photo("coffee").save(buffer, format="JPEG", quality=90)
-        self.jpeg = buffer.getvalue()
-        self.users = registry.get("recommender").known_users()[:500]  # type: ignore[attr-defined]
+    def heavy(self, model: str) -> bool:
+        return bool(self.registry.get(model).heavy_prepare)
 
     def bodies(self, model: str) -> list[bytes]:
-        if model == "sentiment":
-            return [json.dumps({"text": t}).encode() for t in self.texts]
-        if model == "image":
-            return [json.dumps({"image_base64": base64.b64encode(self.jpeg).decode(),
-                                "top_k": 5}).encode()]
-        return [json.dumps({"user_id": u, "limit": 10}).encode() for u in self.users]
+        unique = list(dict.fromkeys(self.queries[model]))
+        return [wire.json_body(self.ops[model], q) for q in unique]
 
-    def call(self, registry: Registry, model: str) -> tuple[Callable[[Any], object], list[Any]]:
-        m = registry.get(model)
-        if model == "sentiment":
-            return m.predict_one, list(self.texts)  # type: ignore[attr-defined]
-        if model == "image":
-            return (lambda data: m.predict_one(data, top_k=5)), [self.jpeg]  # type: ignore[attr-defined]
-        return (lambda user: m.recommend(user, limit=10)), list(self.users)  # type: ignore[attr-defined]
+    def call(self, model: str) -> tuple[Callable[[Any], object], list[Any]]:
+        """The model called directly (prepare + predict, no engine) and its queries."""
+        found = self.registry.get(model)
+        return (lambda query: call(found, query)), list(self.queries[model])
 
 
 def figures(result: LoadResult) -> dict[str, Any]:
@@ -137,7 +128,7 @@ def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings
             for model in models:
                 model_servers[model] = stack.enter_context(
                     running("api", {**env, "ML_MODELS": model}, logs))
-            targets = {HOP_NAMES[m]: s.url for m, s in model_servers.items()}
+            targets = {m: s.url for m, s in model_servers.items()}
             if "sentiment" in model_servers:
                 targets["batch"] = model_servers["sentiment"].url
             front = stack.enter_context(running("hop", {"HOP_TARGETS": json.dumps(targets)},
@@ -154,9 +145,7 @@ def run(plan: Plan, settings: Settings | None = None,
     settings = settings or Settings.from_env()
     registry = Registry(settings.replace(models=plan.models, device=plan.device))
     registry.warmup()
-    inputs = Inputs(registry) if "recommender" in plan.models else None
-    if inputs is None:
-        raise ValueError("the harness needs the recommender for its household ids")
+    inputs = Inputs(registry)
     results: dict[str, Any] = {"paths": {}, "scenario_1000_texts": {}, "memory": {},
                                "image_device": plan.device}
     with tempfile.TemporaryDirectory() as logs, \
@@ -171,19 +160,19 @@ def run(plan: Plan, settings: Settings | None = None,
                         (path == "http-unbatched" and model not in UNBATCHED_MODELS):
                     continue
                 per_model: dict[str, Any] = {}
-                for concurrency in plan.levels(model):
-                    count = plan.requests_at_one(model) if concurrency == 1 else 10**9
-                    seconds = 120.0 if concurrency == 1 else plan.seconds_high(model)
+                heavy = inputs.heavy(model)
+                for concurrency in plan.levels(heavy):
+                    count = plan.requests_at_one(heavy) if concurrency == 1 else 10**9
+                    seconds = 120.0 if concurrency == 1 else plan.seconds_high(heavy)
                     if path == "in-process":
-                        call, items = inputs.call(registry, model)
+                        call, items = inputs.call(model)
                         inprocess_load(call, items, concurrency=concurrency,
                                        requests=min(count, 20))  # warm this shape
                         result = inprocess_load(call, items, concurrency=concurrency,
                                                 requests=count, seconds=seconds)
                     else:
                         url = servers[path]
-                        route = f"/api/predict/{HOP_NAMES[model]}" if path == "hop" else \
-                            ROUTES[model]
+                        route = f"/api/predict/{model}"
                         bodies = inputs.bodies(model)
                         http_load(url, route, bodies, concurrency=concurrency, requests=20)
                         result = http_load(url, route, bodies, concurrency=concurrency,
@@ -220,13 +209,14 @@ def workers_scaling(plan: Plan, settings: Settings, inputs: Inputs,
     env = {**SERVER_ENV, "ML_CACHE_DIR": str(settings.cache_dir), "ML_MODELS": "sentiment"}
     bodies = inputs.bodies("sentiment")
     rounds = 1 if plan.quick else 5
-    seconds = plan.seconds_high("sentiment") / (1 if plan.quick else 2)
+    seconds = plan.seconds_high(False) / (1 if plan.quick else 2)
     client = wrk_version()
 
     def measure(url: str, seconds: float) -> dict[str, Any]:
         if client is not None:
-            return wrk_load(url, ROUTES["sentiment"], bodies, concurrency=32, seconds=seconds)
-        return figures(http_load(url, ROUTES["sentiment"], bodies, concurrency=32,
+            return wrk_load(url, "/api/predict/sentiment", bodies, concurrency=32,
+                            seconds=seconds)
+        return figures(http_load(url, "/api/predict/sentiment", bodies, concurrency=32,
                                  requests=10**9, seconds=seconds))
 
     runs: dict[str, list[dict[str, Any]]] = {str(w): [] for w in plan.workers}
@@ -303,17 +293,18 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
 def scenario(path: str, plan: Plan, registry: Registry, inputs: Inputs,
              servers: dict[str, Any]) -> dict[str, float]:
     """The product spec's scenario: N texts one by one, then as one batch."""
-    texts = (inputs.texts * 2)[:plan.scenario_texts]
+    queries = (inputs.queries["sentiment"] * 2)[:plan.scenario_texts]
+    texts = [q.text for q in queries]  # type: ignore[attr-defined]
     if path == "in-process":
         model = registry.get("sentiment")
         started = time.perf_counter()
-        for text in texts:
-            model.predict_one(text)  # type: ignore[attr-defined]
+        for query in queries:
+            call(model, query)
         one_by_one = time.perf_counter() - started
         batch_times = []
         for _ in range(5):
             started = time.perf_counter()
-            model.predict(texts)
+            model.predict([model.prepare(q) for q in queries])
             batch_times.append(time.perf_counter() - started)
         return {"texts": len(texts), "one_by_one_ms": round(one_by_one * 1e3, 2),
                 "batch_ms": round(sorted(batch_times)[2] * 1e3, 2)}

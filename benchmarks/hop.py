@@ -14,8 +14,8 @@ from starlette.routing import Route
 
 
 def create_app(targets: dict[str, str] | None = None) -> Starlette:
-    """Front app; `targets` maps model route names (sentiment, image, recommend, batch) to
-    model-server base URLs (default: JSON in the HOP_TARGETS environment variable, which the
+    """Front app; `targets` maps model names (and "batch") to model-server base URLs
+    (default: JSON in the HOP_TARGETS environment variable, which the
     harness sets when it starts this process)."""
     routes = targets if targets is not None else json.loads(os.environ["HOP_TARGETS"])
     clients = {name: httpx.AsyncClient(base_url=url, timeout=30.0,

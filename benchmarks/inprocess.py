@@ -24,7 +24,7 @@ def timed(fn: Callable[[Any], object], inputs: Sequence[Any], repeat: int) -> li
 def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     """Measure every model in-process; returns the result tree."""
     from ml.samples import sample_photos
-    from ml.sentiment import load_corpus
+    from ml.sentiment_training import load_corpus
 
     n = 300 if quick else 5000
     results: dict[str, Any] = {}
@@ -38,7 +38,7 @@ def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     fast = summarize(timed(sentiment.predict_one, tweets, n))  # type: ignore[attr-defined]
     stock = summarize(timed(lambda t: pipeline.predict_proba([t]), tweets, max(100, n // 10)))
     batch = tweets[:1000] if len(tweets) >= 1000 else (tweets * 2)[:1000]
-    batch_times = timed(lambda b: sentiment.predict(b), [batch], 5 if quick else 20)
+    batch_times = timed(lambda b: sentiment.classify(b), [batch], 5 if quick else 20)  # type: ignore[attr-defined]
     results["sentiment"] = {
         "single_text": fast,
         "sklearn_pipeline_single_text": stock,
@@ -50,14 +50,14 @@ def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
     image = registry.get("image")
     photos = sample_photos()
     decoded = [image.decode(p) for p in photos]  # type: ignore[attr-defined]
-    pixels = [image.preprocess(p) for p in decoded]  # type: ignore[attr-defined]
+    pixels = [p.pixels for p in decoded]
     image.warmup()
     reps = 20 if quick else 200
     image_results: dict[str, Any] = {
         "forward_only": summarize(timed(lambda x: image.probabilities([x]),  # type: ignore[attr-defined]
                                         pixels, reps)),
         "decoded_image_end_to_end": summarize(
-            timed(lambda p: image.predict([p], top_k=5), decoded, reps)),  # type: ignore[call-arg]
+            timed(lambda p: image.predict_one(p, top_k=5), photos, reps)),  # type: ignore[attr-defined]
     }
     for size in (4, 8):
         batch = (pixels * size)[:size]

@@ -24,17 +24,14 @@ from typing import Any, Literal
 
 import numpy as np
 
+from api.config import ApiSettings
 from benchmarks.load import LoadResult, inprocess_load
 from benchmarks.services import running
-from ml.config import Settings
 from ml.registry import Registry
 
 PATHS = ("in-process", "http", "hop")
 PATH_LABELS = {"in-process": "in-process", "http": "HTTP (this server)",
                "hop": "HTTP + microservice hop"}
-ROUTES = {"sentiment": "/api/predict/sentiment", "recommender": "/api/predict/recommend",
-          "image": "/api/predict/image"}
-HOP_ROUTE = {"sentiment": "sentiment", "recommender": "recommend", "image": "image"}
 MAX_SECONDS = 30.0
 MAX_CONCURRENCY = 32
 IDLE_STOP_S = 5.0
@@ -122,7 +119,7 @@ def start(registry: Registry, *, model: str, paths: tuple[str, ...], concurrency
           headers: dict[str, str] | None = None) -> LiveRun:
     """Start a bounded run in the background; RunInProgress if one is going."""
     global _active
-    if model not in ROUTES or not paths or any(p not in PATHS for p in paths):
+    if model not in registry.names() or not paths or any(p not in PATHS for p in paths):
         raise ValueError("unknown model or call path")
     run = LiveRun(model=model, paths=tuple(paths),
                   concurrency=max(1, min(int(concurrency), MAX_CONCURRENCY)),
@@ -160,8 +157,7 @@ def _execute(run: LiveRun, registry: Registry) -> None:
                     url = run.base_url if path == "http" else hop_url
                     if url is None:
                         continue
-                    route = ROUTES[run.model] if path == "http" else \
-                        f"/api/predict/{HOP_ROUTE[run.model]}"
+                    route = f"/api/predict/{run.model}"
                     run.results[path] = _http_in_child(run, url, route, inputs["bodies"],
                                                        on_sample)
         run.state = "stopped" if run.stopping() else "done"
@@ -179,29 +175,35 @@ def _http_in_child(run: LiveRun, url: str, route: str, bodies: list[bytes],
                "--concurrency", str(run.concurrency), "--seconds", str(run.seconds)]
     result = LoadResult()
     env = {**os.environ, "LOADGEN_HEADERS": json.dumps(run.headers)}
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
-                               cwd=Path(__file__).resolve().parents[1])
-    try:
-        assert process.stdout is not None
-        for line in process.stdout:
-            if line.startswith("SUMMARY "):
-                summary = json.loads(line[8:])
-                result.elapsed, result.errors = summary["elapsed"], summary["errors"]
-                result.client_cpu = summary["client_cpu"]
-                result.statuses = {int(k): v for k, v in summary["statuses"].items()}
-                continue
-            t, latency = (float(x) for x in line.split())
-            result.latencies.append(latency)
-            on_sample(t, latency)
-            if run.stopping():
+    with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
+                          cwd=Path(__file__).resolve().parents[1]) as process:
+        try:
+            _read_samples(process, run, result, on_sample)
+        finally:
+            if process.poll() is None:
                 process.terminate()
-                break
-    finally:
-        if process.poll() is None:
-            process.terminate()
-        process.wait(10)
-        Path(handle.name).unlink(missing_ok=True)
+            process.wait(10)
+            Path(handle.name).unlink(missing_ok=True)
     return result
+
+
+def _read_samples(process: subprocess.Popen[str], run: LiveRun, result: LoadResult,
+                  on_sample: Callable[[float, float], None]) -> None:
+    """The load child's samples as they arrive, and its summary at the end."""
+    assert process.stdout is not None
+    for line in process.stdout:
+        if line.startswith("SUMMARY "):
+            summary = json.loads(line[8:])
+            result.elapsed, result.errors = summary["elapsed"], summary["errors"]
+            result.client_cpu = summary["client_cpu"]
+            result.statuses = {int(k): v for k, v in summary["statuses"].items()}
+            continue
+        t, latency = (float(x) for x in line.split())
+        result.latencies.append(latency)
+        on_sample(t, latency)
+        if run.stopping():
+            process.terminate()
+            return
 
 
 @contextlib.contextmanager
@@ -215,35 +217,25 @@ def _hop(run: LiveRun, registry: Registry) -> Iterator[str | None]:
            "ML_RATE_LIMIT_PER_SECOND": "0", "ML_DEVICE": "cpu"}
     with tempfile.TemporaryDirectory() as logs, \
             running("api", env, Path(logs)) as model_server, \
-            running("hop", {"HOP_TARGETS": json.dumps({HOP_ROUTE[run.model]: model_server.url})},
+            running("hop", {"HOP_TARGETS": json.dumps({run.model: model_server.url})},
                     Path(logs)) as front:
         run.message = ""
         yield front.url
 
 
 def _inputs(registry: Registry, model: str) -> dict[str, Any]:
-    import base64
-    import io
+    """The model's own workload: called directly in-process, and as HTTP bodies."""
+    from api import wire
+    from ml.contract import call
 
-    from ml.samples import TEXTS, sample_photo
-
-    m = registry.get(model)
-    if model == "sentiment":
-        texts = list(TEXTS) * 5
-        return {"call": (m.predict_one, texts),  # type: ignore[attr-defined]
-                "bodies": [json.dumps({"text": t}).encode() for t in texts]}
-    if model == "recommender":
-        users = m.known_users()[:200]  # type: ignore[attr-defined]
-        return {"call": (lambda u: m.recommend(u), users),  # type: ignore[attr-defined]
-                "bodies": [json.dumps({"user_id": u}).encode() for u in users]}
-    buffer = io.BytesIO()
-    sample_photo("coffee").save(buffer, format="JPEG", quality=90)
-    jpeg = buffer.getvalue()
-    return {"call": (lambda data: m.predict_one(data), [jpeg]),  # type: ignore[attr-defined]
-            "bodies": [json.dumps({"image_base64": base64.b64encode(jpeg).decode()}).encode()]}
+    found = registry.get(model)
+    queries = found.workload(200)
+    op = wire.operation(model, registry.model_class(model))
+    return {"call": (lambda query: call(found, query), queries),
+            "bodies": [wire.json_body(op, q) for q in dict.fromkeys(queries)]}
 
 
-def may_run(settings: Settings, key: str | None, *, public: bool) -> tuple[bool, str]:
+def may_run(settings: ApiSettings, key: str | None, *, public: bool) -> tuple[bool, str]:
     """Whether a visitor may start live runs, and if not, why.
 
     Runs load the server, so they are the operator's: off with ML_UI_BENCHMARKS=off; with

@@ -67,7 +67,8 @@ def markdown(record: dict[str, Any]) -> str:
         "| model | call path | avg | p50 | p95 | p99 | n |",
         "|---|---|---:|---:|---:|---:|---:|",
     ]
-    for model in ("sentiment", "image", "recommender"):
+    measured = list(dict.fromkeys(m for models in results["paths"].values() for m in models))
+    for model in measured:
         for path, models in results["paths"].items():
             f = models.get(model, {}).get("c1")
             if f and f.get("n"):
@@ -77,7 +78,7 @@ def markdown(record: dict[str, Any]) -> str:
     lines += ["", "## Throughput under concurrency", "",
               "| model | call path | concurrency | requests/s | p50 ms | p99 ms | errors | "
               "client CPU |", "|---|---|---:|---:|---:|---:|---:|---:|"]
-    for model in ("sentiment", "image", "recommender"):
+    for model in measured:
         for path, models in results["paths"].items():
             for level, f in models.get(model, {}).items():
                 if level == "c1" or not f.get("n"):
