@@ -1,6 +1,9 @@
 """Batch processing: score a CSV of texts in chunks and write the results.
 
     python examples/batch.py reviews.csv --column text --out scored.csv
+
+Each chunk is one `ml.predict_many` call: validated once, cache hits answered, the rest one
+vectorised prediction through the same engine the REST API uses.
 """
 
 from __future__ import annotations
@@ -13,7 +16,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml import get_model
+import ml
 
 parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
 parser.add_argument("csv_file", type=Path)
@@ -24,7 +27,6 @@ args = parser.parse_args()
 
 with args.csv_file.open(encoding="utf-8", newline="") as handle:
     rows = [row for row in csv.DictReader(handle) if row.get(args.column, "").strip()]
-model = get_model("sentiment")
 started = time.perf_counter()
 with args.out.open("w", encoding="utf-8", newline="") as handle:
     writer = csv.DictWriter(handle, [*rows[0].keys(), "sentiment", "confidence", "score"]
@@ -32,7 +34,7 @@ with args.out.open("w", encoding="utf-8", newline="") as handle:
     writer.writeheader()
     for start in range(0, len(rows), args.chunk):
         chunk = rows[start:start + args.chunk]
-        results = model.predict([row[args.column] for row in chunk])
+        results = ml.predict_many("sentiment", [{"text": row[args.column]} for row in chunk])
         for row, result in zip(chunk, results, strict=True):
             writer.writerow({**row, "sentiment": result.sentiment,
                              "confidence": f"{result.confidence:.4f}",

@@ -1,6 +1,10 @@
 """Basic prediction in-process: no server, the models straight from the ml core.
 
     python examples/inprocess.py
+
+`ml.predict(name, **fields)` goes through the process-wide engine (validation, micro-batching,
+cache, metrics) exactly as a REST request does; its fields are the model's query, the same
+names the JSON body of /api/predict/<name> takes.
 """
 
 from __future__ import annotations
@@ -10,18 +14,19 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from ml import get_model
-from ml.samples import sample_photo
+import ml
+from ml.samples import sample_jpeg
 
-sentiment = get_model("sentiment")
-result = sentiment.predict_one("The new update is fantastic!", detailed=True)  # type: ignore[attr-defined]
+result = ml.predict("sentiment", text="The new update is fantastic!", options={"detailed": True})
 print(f"sentiment: {result.sentiment} ({result.confidence:.0%}), score {result.score:+.2f}")
-print("  driven by:", ", ".join(term for term, _ in result.terms[:3]))
+print("  driven by:", ", ".join(t.term for t in result.terms[:3]))
 
-image = get_model("image")
-best = image.predict_one(sample_photo("coffee"), top_k=1).predictions[0]  # type: ignore[attr-defined]
+best = ml.predict("image", image=sample_jpeg("coffee"), top_k=1).predictions[0]
 print(f"image: {best.label} ({best.confidence:.0%})")
 
-recommender = get_model("recommender")
-picks = recommender.recommend("1", limit=3, category="produce")  # type: ignore[attr-defined]
-print(f"recommendations ({picks.strategy}):", "; ".join(i.description for i in picks.items))
+picks = ml.predict("recommender", user_id="1", limit=3, context={"category": "PRODUCE"})
+print(f"recommendations ({picks.strategy}):",
+      "; ".join(i.description for i in picks.recommendations))
+
+for status in ml.list_models():  # every served model, plugins included
+    print(f"model {status.name}: {status.state} ({status.origin})")

@@ -7,6 +7,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from api.config import ApiSettings
 from ml.config import Settings
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -44,5 +45,8 @@ def test_production_configuration_is_valid() -> None:
         if line.strip() and not line.startswith("#"):
             key, _, value = line.partition("=")
             environ[key] = value
-    settings = Settings.from_env(environ)
-    assert settings.api_keys and settings.trusted_proxies == ("10.0.0.2",)
+    known = {row["env"] for row in Settings.describe() + ApiSettings.describe()}
+    assert set(environ) <= known, set(environ) - known  # no misspelt or retired names
+    settings, http = Settings.from_env(environ), ApiSettings.from_env(environ)
+    assert http.api_keys and http.trusted_proxies == ("10.0.0.2",)
+    assert settings.max_text_chars == 2000

@@ -1,0 +1,1 @@
+"""An example model plugin for realtime-ml (see model.py)."""
