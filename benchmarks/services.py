@@ -107,13 +107,21 @@ def command(mode: str, port: int) -> list[str]:
     raise ValueError(mode)
 
 
+def command_env(mode: str) -> dict[str, str]:
+    """Environment a serving mode needs on top of its command line. `streamlit run` builds
+    its uvicorn config with proxy headers on and no flag to turn them off; uvicorn then
+    believes X-Forwarded-For from any loopback client unless FORWARDED_ALLOW_IPS trusts
+    nobody."""
+    return {"FORWARDED_ALLOW_IPS": ""} if mode in ("ui-only", "streamlit-run") else {}
+
+
 @contextmanager
 def running(mode: str, env: Mapping[str, str], log_dir: Path,
             ready_timeout: float = 180.0) -> Iterator[Server]:
     """A server of `mode` with extra `env`, ready (warmed up) before it is yielded."""
     port = free_port()
     log = log_dir / f"{mode}-{port}.log"
-    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env}
+    full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env, **command_env(mode)}
     with open(log, "wb") as out:
         process = subprocess.Popen(command(mode, port), cwd=ROOT, env=full_env, stdout=out,
                                    stderr=subprocess.STDOUT)

@@ -126,12 +126,15 @@ def test_api_alone_rate_limit_then_recovery(api_server: Server) -> None:
 
 
 def test_graceful_shutdown_finishes_the_request_in_flight(
-    settings: Settings, registry, image_host: str, tmp_path: Path  # type: ignore[no-untyped-def]
+    settings: Settings, registry, tmp_path: Path  # type: ignore[no-untyped-def]
 ) -> None:
     registry.warmup()
     env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu",
            "ML_URL_FETCH_ALLOW": "127.0.0.0/8", "ML_URL_FETCH_TIMEOUT_S": "10"}
-    with running("api", env, tmp_path) as server:
+    arrived = threading.Event()
+    slow_host = http_server({"/slow.png": (200, {"content-type": "image/png"}, PNG, 2.0)},
+                            arrived)
+    with slow_host as image_host, running("api", env, tmp_path) as server:
         result: dict[str, httpx.Response] = {}
 
         def slow_request() -> None:
@@ -141,8 +144,8 @@ def test_graceful_shutdown_finishes_the_request_in_flight(
 
         thread = threading.Thread(target=slow_request)
         thread.start()
-        time.sleep(0.7)  # the request is now waiting on the slow image host
-        exit_code = server.stop()
+        assert arrived.wait(20), "the request never reached the image host"
+        exit_code = server.stop()  # while the request waits on the slow image host
         thread.join(30)
         assert result["response"].status_code == 200
         assert result["response"].json()["predictions"][0]["label"] == "espresso"
@@ -177,7 +180,8 @@ def test_one_process_api_errors_are_json_not_the_ui(one_process: Server) -> None
                                  ("GET", "/health/nope", 404)):
         response = httpx.request(method, f"{one_process.url}{path}", timeout=10)
         assert response.status_code == status, path
-        assert response.json()["error"]["code"] in ("not_found", "method_not_allowed")
+        assert response.json()["error"]["code"] == \
+            {404: "not_found", 405: "method_not_allowed"}[status], path
     refused = httpx.post(f"{one_process.url}/api/predict/image",
                          json={"image_url": "http://127.0.0.1:8501/"}, timeout=10)
     assert refused.json()["error"]["code"] == "url_not_allowed"
@@ -197,12 +201,18 @@ def test_streamlit_run_server_py_still_serves_ui_and_api(settings: Settings, reg
                                                          tmp_path: Path) -> None:
     """Streamlit Community Cloud runs `streamlit run <main file>`."""
     registry.warmup()
-    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu"}
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu",
+           "ML_RATE_LIMIT_PER_SECOND": "0.1", "ML_RATE_LIMIT_BURST": "3"}
     with running("streamlit-run", env, tmp_path) as server:
         assert httpx.get(f"{server.url}/", timeout=10).status_code == 200
         response = httpx.post(f"{server.url}/api/predict/sentiment", json={"text": "great"},
                               timeout=10)
         assert response.json()["sentiment"] == "positive"
+        # a forged X-Forwarded-For per request buys no fresh rate-limit bucket here either
+        statuses = [httpx.post(f"{server.url}/api/predict/sentiment", json={"text": "hi"},
+                               headers={"x-forwarded-for": f"203.0.113.{i}"},
+                               timeout=10).status_code for i in range(4)]
+        assert statuses.count(429) >= 2, statuses
 
 
 def test_streamlit_run_app_py_serves_the_ui_alone(settings: Settings, tmp_path: Path) -> None:

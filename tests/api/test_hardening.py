@@ -174,12 +174,14 @@ def test_no_command_we_start_lets_uvicorn_believe_forwarded_headers() -> None:
     from pathlib import Path
 
     from api.workers import parse
-    from benchmarks.services import SERVING_FLAGS, command
+    from benchmarks.services import SERVING_FLAGS, command, command_env
 
     makefile = (Path(__file__).resolve().parents[2] / "Makefile").read_text()
     assert "--no-proxy-headers" in makefile.split("SERVING_FLAGS :=")[1].split("\n\n")[0]
     assert "--no-proxy-headers" in SERVING_FLAGS
     for mode in ("one-process", "api", "hop", "fastapi-peer"):
         assert "--no-proxy-headers" in command(mode, 8000), mode
+    for mode in ("ui-only", "streamlit-run"):  # no flag there: trust nobody by environment
+        assert command_env(mode) == {"FORWARDED_ALLOW_IPS": ""}, mode
     options, _ = parse(["--workers", "2"])
     assert options.proxy_headers is False and options.config().proxy_headers is False
