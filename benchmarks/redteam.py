@@ -591,13 +591,15 @@ def reject_too_big(target: Target) -> Seen:
     return Seen(Counter({expect(answer, 413, "payload_too_large"): 1}))
 
 
-@case(REJECT, "300k unknown keys and a 1 MB key name")
+@case(REJECT, "300k unknown keys (in a query and in batch options) and a 1 MB key name")
 def reject_keys(target: Target) -> Seen:
     seen = Seen()
-    many = b'{"text": "hi", ' + b",".join(b'"k%d": 1' % i for i in range(300_000)) + b"}"
+    keys = b",".join(b'"k%d": 1' % i for i in range(300_000))
+    many = b'{"text": "hi", ' + keys + b"}"
     long = b'{"text": "hi", "' + b"k" * (1 << 20) + b'": 1}'
-    for body in (many, long):
-        answer = post_json(target, "/api/predict/sentiment", body, source="127.0.0.43")
+    options = b'{"texts": ["hi"], "options": {' + keys + b"}}"
+    for path, body in (("sentiment", many), ("sentiment", long), ("batch", options)):
+        answer = post_json(target, f"/api/predict/{path}", body, source="127.0.0.43")
         seen.add(expect(answer, 422, "validation_error"))
         assert len(answer.body) < 2048, len(answer.body)
     return seen
