@@ -7,8 +7,10 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 from starlette.testclient import TestClient
 
+from ml.batching import Batcher
 from ml.contract import ModelBase
 from ml.registry import Entry, Registry
 from ml.sentiment import SentimentQuery, SentimentResult
@@ -58,14 +60,47 @@ def test_concurrent_requests_are_batched_and_metrics_explain_latency(  # type: i
     assert [r.json()["sentiment"] for r in responses] == \
         [model.predict_one(t).sentiment for t in texts]  # type: ignore[attr-defined]
     metrics = client.get("/metrics").json()["models"]["sentiment"]
-    assert metrics["items"] >= 200 and metrics["calls"] <= metrics["items"]
+    assert metrics["items"] == 200 and 1 <= metrics["calls"] <= 200
     assert {"p50_ms", "p99_ms"} <= set(metrics["queue_wait"])
-    assert metrics["batch_size"]["max"] >= 1
     text = client.get("/metrics/prometheus").text
     for name in ("model_queue_wait_seconds_bucket", "model_batch_size_bucket",
                  "model_inference_seconds_bucket", "prediction_cache_total",
                  "model_queue_depth"):
         assert name in text, name
+
+
+def assert_concurrent_requests_share_calls(client: TestClient, model: Gated) -> None:
+    """Requests that queue while the model computes go to it together, as one call."""
+    with ThreadPoolExecutor(9) as pool:
+        first = pool.submit(client.post, "/api/predict/sentiment", json={"text": "first"})
+        assert model.entered.wait(10), "the first request never reached the model"
+        rest = [pool.submit(client.post, "/api/predict/sentiment", json={"text": f"t{i}"})
+                for i in range(8)]
+        queued_by = time.monotonic() + 10
+        while client.get("/metrics").json()["engine"]["sentiment"]["queued"] < 8:
+            assert time.monotonic() < queued_by, "the requests never queued"
+            time.sleep(0.01)
+        model.gate.set()
+        assert all(f.result(30).status_code == 200 for f in [first, *rest])
+    assert model.calls == [1, 8], model.calls
+    metrics = client.get("/metrics").json()["models"]["sentiment"]
+    assert metrics["items"] == 9 and metrics["calls"] == 2
+    assert metrics["batch_size"]["max"] == 8
+
+
+def test_requests_that_queue_together_share_one_model_call(  # type: ignore[no-untyped-def]
+    make_client, warm_registry: Registry
+) -> None:
+    assert_concurrent_requests_share_calls(*gated_client(make_client, warm_registry))
+
+
+def test_the_batching_check_fails_for_a_batcher_that_never_joins(  # type: ignore[no-untyped-def]
+    make_client, warm_registry: Registry, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Mutation: a batcher that dispatches every item alone must fail the check above."""
+    monkeypatch.setattr(Batcher, "_collect", lambda self, batch: False)
+    with pytest.raises(AssertionError, match=r"\[1, 1, 1"):
+        assert_concurrent_requests_share_calls(*gated_client(make_client, warm_registry))
 
 
 def test_request_timeout_header_is_checked(client: TestClient) -> None:
@@ -89,12 +124,16 @@ class Gated(ModelBase[SentimentQuery, tuple[str, bool], SentimentResult]):
 
     def __init__(self, real: Any) -> None:
         self.gate = threading.Event()
+        self.entered = threading.Event()  # a call is waiting at the gate
+        self.calls: list[int] = []  # items per call, in call order
         self.real = real
 
     def prepare(self, query: SentimentQuery) -> tuple[str, bool]:
         return self.real.prepare(query)  # type: ignore[no-any-return]
 
     def predict(self, items: Any) -> list[Any]:
+        self.calls.append(len(items))
+        self.entered.set()
         self.gate.wait(10)
         return self.real.predict(items)  # type: ignore[no-any-return]
 

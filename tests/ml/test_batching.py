@@ -19,9 +19,14 @@ class Recorder:
         self.delay = delay
         self.gate = gate
         self.batches: list[list[int]] = []
+        self.started: list[float] = []  # perf_counter when each call began
+        self.entered = threading.Event()  # a call has begun
         self.lock = threading.Lock()
 
     def __call__(self, items: list[int]) -> list[int]:
+        with self.lock:
+            self.started.append(time.perf_counter())
+        self.entered.set()
         if self.gate is not None:
             self.gate.wait(10)
         with self.lock:
@@ -60,7 +65,7 @@ def test_concurrent_items_are_batched_in_order(make) -> None:  # type: ignore[no
     predict = Recorder(gate=gate)
     batcher = make(predict, max_batch_size=8, max_wait_ms=50)
     first = batcher.submit(0)  # occupies the worker while the others queue
-    time.sleep(0.05)
+    assert predict.entered.wait(5)
     futures = [batcher.submit(i) for i in range(1, 9)]
     gate.set()
     assert first.result(5) == 0
@@ -78,19 +83,45 @@ def test_batches_never_exceed_the_maximum(make) -> None:  # type: ignore[no-unty
     assert max(len(b) for b in predict.batches) <= 4
 
 
-def test_max_wait_is_honoured_under_load(make) -> None:  # type: ignore[no-untyped-def]
-    predict = Recorder(delay=0.05)
-    batcher = make(predict, max_batch_size=64, max_wait_ms=30)
-    batcher.submit(1)  # busy for 50 ms
-    time.sleep(0.01)
-    a, b = batcher.submit(2), batcher.submit(3)  # queued together -> a batch that may wait
-    started = time.perf_counter()
-    c = None
-    time.sleep(0.06)
+WAIT_MS = 150  # long enough to tell from no wait on a busy 2-core machine
+WAIT_SLACK_S = 1.0  # scheduling noise allowed on top of the wait; 25 waits are 3.75 s
+
+
+def assert_max_wait_is_honoured_under_load(batcher: Batcher[int, int], predict: Recorder) -> None:
+    """Under load a batch waits for stragglers: at least max_wait, and not much longer."""
+    assert predict.gate is not None
+    busy = batcher.submit(1)  # held at the gate while 2 and 3 queue behind it
+    assert predict.entered.wait(5)
+    a, b = batcher.submit(2), batcher.submit(3)
+    released = time.perf_counter()
+    predict.gate.set()
+    busy.result(5)
+    time.sleep(WAIT_MS / 1e3 / 5)  # a straggler, well inside the wait
     c = batcher.submit(4)
-    assert a.result(5) == 4 and b.result(5) == 6 and c.result(5) == 8
-    assert time.perf_counter() - started < 1.0
-    assert [2, 3] in predict.batches or [2, 3, 4] in predict.batches
+    assert [a.result(10), b.result(10), c.result(10)] == [4, 6, 8]
+    assert predict.batches == [[1], [2, 3, 4]], "the straggler missed the batch"
+    waited = predict.started[1] - released
+    assert waited >= WAIT_MS / 1e3, f"dispatched after {waited:.3f}s, before max_wait"
+    assert waited < WAIT_MS / 1e3 + WAIT_SLACK_S, f"dispatched after {waited:.3f}s"
+
+
+def test_max_wait_is_honoured_under_load(make) -> None:  # type: ignore[no-untyped-def]
+    predict = Recorder(gate=threading.Event())
+    assert_max_wait_is_honoured_under_load(
+        make(predict, max_batch_size=64, max_wait_ms=WAIT_MS), predict)
+
+
+@pytest.mark.parametrize(("factor", "caught_by"), [
+    pytest.param(0.0, "missed the batch", id="no-wait"),
+    pytest.param(25.0, "dispatched after", id="wait-25x-too-long")])
+def test_the_max_wait_check_fails_when_the_wait_is_wrong(make, factor: float,  # type: ignore[no-untyped-def]
+                                                         caught_by: str) -> None:
+    """Mutation: a batcher that waits not at all, or 25 times too long, fails the check."""
+    predict = Recorder(gate=threading.Event())
+    batcher = make(predict, max_batch_size=64, max_wait_ms=WAIT_MS)
+    batcher.max_wait *= factor
+    with pytest.raises(AssertionError, match=caught_by):
+        assert_max_wait_is_honoured_under_load(batcher, predict)
 
 
 def test_one_bad_item_fails_alone(make) -> None:  # type: ignore[no-untyped-def]
@@ -107,14 +138,14 @@ def test_one_bad_item_fails_alone(make) -> None:  # type: ignore[no-untyped-def]
 
 def test_full_queue_refuses_at_once(make) -> None:  # type: ignore[no-untyped-def]
     gate = threading.Event()
-    batcher = make(Recorder(gate=gate), max_queue=3, max_batch_size=1)
+    predict = Recorder(gate=gate)
+    batcher = make(predict, max_queue=3, max_batch_size=1)
     batcher.submit(0)
-    time.sleep(0.05)  # the worker holds item 0 at the gate; the queue itself is empty
+    assert predict.entered.wait(5)  # the worker holds item 0 at the gate; the queue is empty
     accepted = [batcher.submit(i) for i in range(1, 4)]
-    started = time.perf_counter()
     with pytest.raises(Overloaded) as caught:
         batcher.submit(99)
-    assert time.perf_counter() - started < 0.05
+    assert not predict.batches  # refused while the worker was still held: no wait for room
     assert caught.value.retry_after_s > 0
     gate.set()
     assert [f.result(5) for f in accepted] == [2, 4, 6]
@@ -125,7 +156,7 @@ def test_expired_items_are_dropped_before_compute(make) -> None:  # type: ignore
     predict = Recorder(gate=gate)
     batcher = make(predict)
     batcher.submit(1)
-    time.sleep(0.02)
+    assert predict.entered.wait(5)
     late = batcher.submit(2, timeout_s=0.01)
     fine = batcher.submit(3, timeout_s=10)
     time.sleep(0.05)
@@ -144,7 +175,7 @@ def test_cancelled_and_expired_item_leaves_the_worker_alive(make) -> None:  # ty
     predict = Recorder(gate=gate)
     batcher = make(predict)
     batcher.submit(1)
-    time.sleep(0.02)
+    assert predict.entered.wait(5)
     abandoned = batcher.submit(2, timeout_s=0.01)
     assert abandoned.cancel()
     time.sleep(0.05)  # expired too, while the worker is held at the gate
@@ -166,15 +197,20 @@ def test_no_lost_or_duplicated_results_under_many_callers(make) -> None:  # type
 
 def test_observer_sees_wait_compute_and_size(make) -> None:  # type: ignore[no-untyped-def]
     seen: list[tuple[str, list[float], float, int]] = []
-    batcher = make(Recorder(delay=0.01),
-                   observer=lambda name, waits, compute, size: seen.append(
-                       (name, list(waits), compute, size)))
-    future = batcher.submit(5)
-    assert future.result(5) == 10
+    predict = Recorder(delay=0.01, gate=threading.Event())
+    batcher = make(predict, observer=lambda name, waits, compute, size: seen.append(
+        (name, list(waits), compute, size)))
+    first = batcher.submit(5)
+    assert predict.entered.wait(5)
+    second = batcher.submit(6)  # queues behind the first while the gate holds it
+    time.sleep(0.1)
+    predict.gate.set()
+    assert first.result(5) == 10 and second.result(5) == 12
     name, waits, compute, size = seen[0]
-    assert name == "numbers" and size == 1 and compute >= 0.01 and len(waits) == 1
-    assert future.batch_size == 1 and future.compute_s == compute
-    assert future.queue_s == waits[0] >= 0
+    assert name == "numbers" and size == 1 and compute >= 0.1 and len(waits) == 1
+    assert first.batch_size == 1 and first.compute_s == compute
+    assert first.queue_s == waits[0] < 0.1  # dispatched at once; the gate counts as compute
+    assert second.queue_s == seen[1][1][0] >= 0.1  # waited out the first call
 
 
 def test_closed_batcher_refuses_new_work(make) -> None:  # type: ignore[no-untyped-def]
@@ -225,7 +261,7 @@ def test_direct_refuses_when_full_and_drops_expired_items() -> None:
     direct: Direct[int, int] = Direct(predict, name="numbers", workers=1, max_queue=2)
     try:
         running = direct.submit(0)
-        time.sleep(0.05)
+        assert predict.entered.wait(5)
         late = direct.submit(1, timeout_s=0.01)
         fine = direct.submit(2)
         with pytest.raises(Overloaded):

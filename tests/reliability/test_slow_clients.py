@@ -3,16 +3,22 @@ served meanwhile. Raw sockets against a real server with one-second limits."""
 
 from __future__ import annotations
 
+import asyncio
 import socket
+import threading
 import time
 from collections.abc import Iterator
-from pathlib import Path
+from dataclasses import replace
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
 import pytest
+import uvicorn
 
-from benchmarks.services import Server, running
+import api.protocol
+from api.protocol import GuardedHttpToolsProtocol
+from benchmarks.services import Server, free_port, running
 from ml.config import Settings
 
 pytestmark = pytest.mark.slow
@@ -102,9 +108,81 @@ def test_slow_body_gets_408(server: Server) -> None:
         assert client.get("/health").json()["status"] == "healthy"
 
 
+KEEP_ALIVE_IDLE_S = 1.5  # past the 1 s header timeout, inside uvicorn's 5 s keep-alive
+
+
+def exchange(sock: socket.socket, path: str) -> bytes:
+    """Send one keep-alive GET on `sock` and read exactly its response ("" if closed)."""
+    sock.sendall(f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n".encode())
+    data = b""
+    while b"\r\n\r\n" not in data:
+        chunk = sock.recv(65536)
+        if not chunk:
+            return data
+        data += chunk
+    head, body = data.split(b"\r\n\r\n", 1)
+    length = next(int(line.split(b":", 1)[1]) for line in head.split(b"\r\n")
+                  if line.lower().startswith(b"content-length:"))
+    while len(body) < length:
+        body += sock.recv(65536)
+    return head
+
+
+def assert_keep_alive_outlives_the_header_timeout(url: str, path: str) -> None:
+    """One socket, requests KEEP_ALIVE_IDLE_S apart: every one answered on that socket."""
+    parts = urlsplit(url)
+    with socket.create_connection((parts.hostname, parts.port), timeout=10) as sock:
+        for turn in range(3):
+            head = exchange(sock, path)
+            assert head.startswith(b"HTTP/1.1 200"), f"request {turn + 1}: {head[:80]!r}"
+            time.sleep(KEEP_ALIVE_IDLE_S)
+
+
 def test_keep_alive_clients_are_not_cut_off(server: Server) -> None:
-    with httpx.Client(base_url=server.url, timeout=5) as client:
-        for _ in range(3):
-            assert client.post("/api/predict/sentiment", json={"text": "hi"}).status_code == 200
-            time.sleep(0.3)  # idle between requests, below uvicorn's keep-alive timeout
-    assert Path(server.log).exists()
+    assert_keep_alive_outlives_the_header_timeout(server.url, "/health/live")
+
+
+class CutsKeepAlive(GuardedHttpToolsProtocol):
+    """Mutant: drops every connection about a second after it opens."""
+
+    def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
+        super().connection_made(transport)
+        self.loop.call_later(1.0, transport.close)
+
+
+async def hello(scope: dict[str, Any], receive: Any, send: Any) -> None:
+    """The smallest ASGI app: 200 and two bytes."""
+    await send({"type": "http.response.start", "status": 200,
+                "headers": [(b"content-length", b"2")]})
+    await send({"type": "http.response.body", "body": b"ok"})
+
+
+@pytest.mark.parametrize(("protocol", "cut"), [
+    pytest.param(GuardedHttpToolsProtocol, False, id="guarded"),
+    pytest.param(CutsKeepAlive, True, id="mutant-cuts-after-1s")])
+def test_the_keep_alive_check_catches_a_protocol_that_cuts_connections(
+        protocol: type[GuardedHttpToolsProtocol], cut: bool,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """The check above passes for the guarded protocol with a 1 s header timeout and fails
+    for one that cuts keep-alive connections."""
+    monkeypatch.setattr(api.protocol, "_LIMITS",
+                        replace(api.protocol.limits(), header_timeout_s=1.0))
+    config = uvicorn.Config(hello, host="127.0.0.1", port=free_port(), http=protocol,
+                            lifespan="off", log_level="warning")
+    served = uvicorn.Server(config)
+    thread = threading.Thread(target=served.run, daemon=True)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 10
+        while not served.started:
+            assert time.monotonic() < deadline and thread.is_alive()
+            time.sleep(0.01)
+        url = f"http://127.0.0.1:{config.port}"
+        if cut:
+            with pytest.raises(AssertionError, match="request 2"):
+                assert_keep_alive_outlives_the_header_timeout(url, "/")
+        else:
+            assert_keep_alive_outlives_the_header_timeout(url, "/")
+    finally:
+        served.should_exit = True
+        thread.join(10)
