@@ -9,11 +9,15 @@ from contextlib import contextmanager
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
-def make_handler(routes: dict[str, tuple[int, dict[str, str], bytes, float]]) -> type:
-    """A handler answering path -> (status, headers, body, delay before the body)."""
+def make_handler(routes: dict[str, tuple[int, dict[str, str], bytes, float]],
+                 arrived: threading.Event | None = None) -> type:
+    """A handler answering path -> (status, headers, body, delay before the body); sets
+    `arrived` when a request comes in."""
 
     class Handler(BaseHTTPRequestHandler):
         def do_GET(self) -> None:
+            if arrived is not None:
+                arrived.set()
             status, headers, body, delay = routes.get(self.path, (404, {}, b"missing", 0.0))
             self.send_response(status)
             for name, value in headers.items():
@@ -34,10 +38,10 @@ def make_handler(routes: dict[str, tuple[int, dict[str, str], bytes, float]]) ->
 
 
 @contextmanager
-def http_server(routes: dict[str, tuple[int, dict[str, str], bytes, float]]
-                ) -> Iterator[str]:
+def http_server(routes: dict[str, tuple[int, dict[str, str], bytes, float]],
+                arrived: threading.Event | None = None) -> Iterator[str]:
     """Serve `routes` on 127.0.0.1:<free port>; yields the base URL."""
-    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(routes))
+    server = ThreadingHTTPServer(("127.0.0.1", 0), make_handler(routes, arrived))
     server.daemon_threads = True
     thread = threading.Thread(target=server.serve_forever, daemon=True)
     thread.start()

@@ -281,8 +281,7 @@ def test_multipart_without_or_with_many_files(client: TestClient, coffee_jpeg: b
     assert_error(none, 422, "invalid_input")
     many = client.post("/api/predict/image", files=[("image", ("a.jpg", coffee_jpeg)),
                                                     ("image", ("b.jpg", coffee_jpeg))])
-    assert many.status_code in (400, 422)
-    assert many.json()["error"]["code"] in ("bad_multipart", "invalid_input")
+    assert_error(many, 400, "bad_multipart")
 
 
 # -- limits, auth, rate limiting -------------------------------------------------------------
@@ -366,14 +365,15 @@ def test_keys_never_reach_the_logs(make_client, caplog: pytest.LogCaptureFixture
 
 
 def test_rate_limit_then_recovery(make_client) -> None:  # type: ignore[no-untyped-def]
-    client = make_client(rate_limit_per_second=5.0, rate_limit_burst=3)
+    # one token a second: the five requests have a whole second before a token comes back
+    client = make_client(rate_limit_per_second=1.0, rate_limit_burst=3)
     statuses = [client.post("/api/predict/sentiment", json={"text": "hi"}) for _ in range(5)]
     assert [r.status_code for r in statuses] == [200, 200, 200, 429, 429]
     assert statuses[0].headers["x-ratelimit-remaining"] == "2"
     limited = statuses[3]
     assert_error(limited, 429, "rate_limited")
     assert int(limited.headers["retry-after"]) >= 1
-    time.sleep(0.45)
+    time.sleep(1.1)
     assert client.post("/api/predict/sentiment", json={"text": "hi"}).status_code == 200
     assert client.get("/health/live").status_code == 200  # probes are never limited
 
@@ -492,23 +492,26 @@ def test_not_ready_until_warm(make_client, warm_registry: Registry) -> None:  # 
 
 
 def test_deadline_answers_504(make_client, warm_registry: Registry) -> None:  # type: ignore[no-untyped-def]
+    release = __import__("threading").Event()
+
     class Hang(Boom):
         def predict(self, items):  # type: ignore[no-untyped-def]
-            time.sleep(1.0)
+            release.wait(30)
 
     registry = Registry(warm_registry.settings, entries={
         "sentiment": Entry.of(Hang()),
         "recommender": Entry.of(warm_registry.get("recommender"), aliases=("recommend",))})
     client = make_client(registry=registry, request_timeout_s=0.2, warmup=False)
-    started = time.monotonic()
-    assert_error(client.post("/api/predict/sentiment", json={"text": "hi"}), 504,
-                 "deadline_exceeded")
-    assert time.monotonic() - started < 0.9
-    # the hanging model holds its own batcher only: the server and other models answer
-    started = time.monotonic()
-    assert client.post("/api/predict/recommend", json={"user_id": "1"}).status_code == 200
-    assert client.get("/health/live").status_code == 200
-    assert time.monotonic() - started < 0.9  # not behind the 1 s hang
+    try:
+        assert_error(client.post("/api/predict/sentiment", json={"text": "hi"}), 504,
+                     "deadline_exceeded")
+        # the hanging model holds its own batcher only: the server and other models answer,
+        # all while the model still hangs (nothing below waited for it)
+        assert client.post("/api/predict/recommend", json={"user_id": "1"}).status_code == 200
+        assert client.get("/health/live").status_code == 200
+        assert not release.is_set()
+    finally:
+        release.set()
 
 
 def test_readiness_turns_503_when_a_shutdown_signal_arrives(client: TestClient) -> None:

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from benchmarks.services import Server
-from tests.conftest import encoded, photo
+from tests.conftest import encoded, need_tool, photo
 
 pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[2]
@@ -26,8 +26,8 @@ def server(one_process_server: Server) -> Server:
 
 @pytest.fixture(scope="module")
 def browser_page(server: Server) -> Iterator[object]:
-    if not Path(CHROMIUM).exists():
-        pytest.skip("Debian's chromium is not installed (make test installs it as root)")
+    need_tool(Path(CHROMIUM).exists(),
+              "Debian's chromium is not installed (make test installs it as root)")
     from playwright.sync_api import sync_playwright
 
     SHOTS.mkdir(parents=True, exist_ok=True)
