@@ -9,7 +9,8 @@ from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from api.encoding import json_response
+from api.encoding import schema_response
+from api.schemas import ErrorDetail, ErrorResponse
 from ml.errors import (
     ConfigError,
     DeadlineExceeded,
@@ -83,21 +84,18 @@ def bounded(value: Any, chars: int = MAX_MESSAGE_CHARS) -> Any:
 
 
 def error_body(code: str, message: str, details: dict[str, Any] | None,
-               request_id: str | None) -> dict[str, Any]:
+               request_id: str | None) -> ErrorResponse:
     """The one error shape every endpoint returns; its size is bounded whatever the input."""
-    error: dict[str, Any] = {"code": code, "message": bounded(message),
-                             "details": bounded(details or {})}
-    if request_id:
-        error["request_id"] = request_id
-    return {"error": error}
+    return ErrorResponse(ErrorDetail(code, bounded(message), bounded(details or {}),
+                                     request_id or None))
 
 
 def error_response(status: int, code: str, message: str, *,
                    details: dict[str, Any] | None = None, request_id: str | None = None,
                    headers: dict[str, str] | None = None) -> Response:
     """A JSON error response."""
-    return json_response(error_body(code, message, details, request_id), status=status,
-                         headers=headers)
+    return schema_response(ErrorResponse, error_body(code, message, details, request_id),
+                           status=status, headers=headers)
 
 
 def status_of(exc: MLError) -> int:

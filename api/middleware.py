@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import hashlib
 import hmac
-import json
 import logging
 import re
 import time
@@ -18,6 +17,7 @@ import orjson
 from starlette.datastructures import Headers, MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.encoding import encode
 from api.errors import error_body
 from api.metrics import HttpMetrics
 from api.ratelimit import TokenBuckets, client_address, networks, retry_after
@@ -46,7 +46,7 @@ async def send_error(send: Send, status: int, code: str, message: str, *,
                      request_id: str | None = None, details: dict[str, Any] | None = None,
                      headers: dict[str, str] | None = None) -> None:
     """Send a JSON error from middleware (before any route ran)."""
-    body = json.dumps(error_body(code, message, details, request_id)).encode()
+    body = encode(error_body(code, message, details, request_id))
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})

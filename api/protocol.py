@@ -22,7 +22,6 @@ Serve with `uvicorn --http api.protocol:GuardedHttpToolsProtocol` (what `make ru
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +30,8 @@ import httptools
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
 from api.config import ApiSettings
+from api.encoding import encode
+from api.schemas import ErrorDetail, ErrorResponse
 
 logger = logging.getLogger("api.protocol")
 REASONS = {400: b"Bad Request", 408: b"Request Timeout", 414: b"URI Too Long",
@@ -67,8 +68,7 @@ def limits() -> Limits:
 
 def error_response(status: int, code: str, message: str, **details: Any) -> bytes:
     """A complete HTTP/1.1 response carrying the API's JSON error shape; closes."""
-    body = json.dumps({"error": {"code": code, "details": details, "message": message}}
-                      ).encode()
+    body = encode(ErrorResponse(ErrorDetail(code, message, details)))
     return (b"HTTP/1.1 %d %s\r\ncontent-type: application/json\r\nconnection: close\r\n"
             b"content-length: %d\r\n\r\n" % (status, REASONS[status], len(body))) + body
 

@@ -21,7 +21,7 @@ from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
 
 from api import schemas, wire
-from api.encoding import json_response
+from api.encoding import json_response, schema_response
 from api.errors import ApiError
 from api.metrics import metrics_body
 from api.middleware import uint
@@ -299,19 +299,23 @@ async def health(request: Request) -> Response:
     trusted = not service.settings.api_keys or bool(
         request.scope.get("state", {}).get("api_key_id"))
     body = service.health(internals=trusted)
-    return json_response(body, status=503 if body["status"] == "unhealthy" else 200)
+    return schema_response(schemas.HealthResponse, body,
+                           status=503 if body.status == "unhealthy" else 200)
+
+
+ALIVE, READY = schemas.ProbeResponse("alive"), schemas.ProbeResponse("ready")
 
 
 async def live(request: Request) -> Response:
-    return json_response({"status": "alive"})
+    return schema_response(schemas.ProbeResponse, ALIVE)
 
 
 async def ready(request: Request) -> Response:
     service = service_of(request)
     if service.ready:
-        return json_response({"status": "ready"})
+        return schema_response(schemas.ProbeResponse, READY)
     reason = "draining" if service.draining else "warming up"
-    return json_response({"status": reason}, status=503)
+    return schema_response(schemas.ProbeResponse, schemas.ProbeResponse(reason), status=503)
 
 
 async def metrics(request: Request) -> Response:
@@ -320,8 +324,8 @@ async def metrics(request: Request) -> Response:
     accept = request.headers.get("accept", "")
     if "text/plain" in accept or "openmetrics" in accept:
         return prometheus_response(service)
-    return json_response(metrics_body(service.http_metrics, service.metrics,
-                                      service.engine.stats()))
+    return schema_response(schemas.MetricsResponse, metrics_body(
+        service.http_metrics, service.metrics, service.engine.stats()))
 
 
 async def metrics_prometheus(request: Request) -> Response:

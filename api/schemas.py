@@ -15,7 +15,7 @@ State = Literal["pending", "loading", "ready", "failed"]
 class ErrorDetail(msgspec.Struct, omit_defaults=True):
     code: Annotated[str, msgspec.Meta(description="Stable, machine-readable error code.")]
     message: Annotated[str, msgspec.Meta(description="What went wrong, for people.")]
-    details: dict[str, Any] = msgspec.field(default_factory=dict)
+    details: dict[str, Any]
     request_id: Annotated[str, msgspec.Meta(
         description="The request's id (X-Request-Id): quote it when reporting a problem. "
                     "Absent only where no request id exists yet (a refused request head).")

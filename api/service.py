@@ -11,7 +11,7 @@ import signal
 import threading
 import time
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Literal
 
 import psutil
 
@@ -19,6 +19,7 @@ from api.config import ApiSettings
 from api.fetch import ImageFetcher
 from api.metrics import HttpMetrics
 from api.ratelimit import TokenBuckets
+from api.schemas import HealthResponse
 from ml import memory
 from ml.engine import Engine
 from ml.registry import Registry
@@ -134,28 +135,23 @@ class Service:
         return self.warmed.is_set() and not self.draining and "ready" in states
 
     # -- reports ----------------------------------------------------------------------------
-    def health(self, *, internals: bool = True) -> dict[str, Any]:
+    def health(self, *, internals: bool = True) -> HealthResponse:
         """The /health body; `internals` adds the process's and the host's memory."""
         statuses = self.registry.statuses()
         self.metrics.set_model_status(statuses.values())
         states = {name: status.state for name, status in statuses.items()}
+        overall: Literal["healthy", "degraded", "unhealthy"]
         if all(state == "ready" for state in states.values()):
             overall = "healthy"
         elif any(state == "ready" for state in states.values()) or not self.warmed.is_set():
             overall = "degraded"
         else:
             overall = "unhealthy"
-        body: dict[str, Any] = {
-            "status": overall,
-            "uptime": round(time.time() - self.started, 3),
-            "models": states,
-            "ready": self.ready,
-            "draining": self.draining,
-        }
+        memory = None
         if internals:
             memory_info = psutil.Process(os.getpid()).memory_info()
-            body["memory"] = {
-                "rss_mb": round(memory_info.rss / 2**20, 1),
-                "vms_mb": round(memory_info.vms / 2**20, 1),
-                "system_available_mb": round(psutil.virtual_memory().available / 2**20)}
-        return body
+            memory = {"rss_mb": round(memory_info.rss / 2**20, 1),
+                      "vms_mb": round(memory_info.vms / 2**20, 1),
+                      "system_available_mb": round(psutil.virtual_memory().available / 2**20)}
+        return HealthResponse(overall, round(time.time() - self.started, 3), states,
+                              self.ready, self.draining, memory)
