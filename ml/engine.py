@@ -127,11 +127,17 @@ class Engine:
     def predict_many(self, name: str, queries: Sequence[Any], *,
                      timeout_s: float | None = None) -> list[Served]:
         """A batch that is already one (an upload of texts, /api/predict/batch): cache hits
-        answered, the rest validated once and run as one vectorised call. InvalidInput names
-        the first bad query by its index."""
-        del timeout_s  # one call, bounded by its size (ML_MAX_BATCH_TEXTS)
+        answered, the rest validated once and run as one vectorised call on the engine's
+        threads. InvalidInput names the first bad query by its index; DeadlineExceeded past
+        `timeout_s` (default ML_REQUEST_TIMEOUT_S)."""
         name = self.registry.canonical(name)
-        return self._many(name, self.registry.get(name), queries)
+        timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        work = self._executor.submit(self._many, name, self.registry.get(name), queries)
+        try:
+            return work.result(timeout=timeout)
+        except FutureTimeout:
+            work.cancel()
+            raise DeadlineExceeded(name, timeout) from None
 
     # -- steps ----------------------------------------------------------------------------------
     def _lookup(self, name: str, model: Model, query: Any) -> tuple[Hashable | None,

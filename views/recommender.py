@@ -56,7 +56,8 @@ with known:
             table(result.recommendations, "score")
 
 with cold:
-    popular = recommender.recommend("new-customer", limit=40).recommendations  # type: ignore[attr-defined]
+    shelf, _ = serve("recommender", RecommendQuery("new-customer", limit=40))
+    popular = shelf.recommendations if shelf is not None else []
     picked = st.multiselect("Pick a few products you like",
                             [i.item_id for i in popular],
                             format_func={i.item_id: i.description for i in popular}.get)

@@ -243,6 +243,10 @@ def test_a_deadline_is_kept_on_both_paths(make_engine, settings: Settings) -> No
         engine.predict("slow", SentimentQuery("1"), timeout_s=0.2)
     with pytest.raises(DeadlineExceeded):
         asyncio.run(engine.apredict("slow", SentimentQuery("2"), timeout_s=0.2))
+    with pytest.raises(DeadlineExceeded):  # a batch too, on the sync path as on the async one
+        engine.predict_many("slow", [SentimentQuery("4")], timeout_s=0.2)
+    with pytest.raises(DeadlineExceeded):
+        asyncio.run(engine.apredict_many("slow", [SentimentQuery("5")], timeout_s=0.2))
     assert time.perf_counter() - started < 5
     model.gate.set()
     assert engine.predict("slow", SentimentQuery("3")).result == 3
