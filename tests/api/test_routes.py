@@ -68,6 +68,20 @@ def test_batch_is_ordered_one_result_per_text(client: TestClient) -> None:
     assert [r.sentiment for r in body.results[:3]] == ["positive", "negative", "positive"]
 
 
+@pytest.mark.parametrize("text", [
+    pytest.param("\u200b\u200d\ufeff", id="format-characters"),
+    pytest.param("\x00\x07\x1b", id="control-characters"),
+    pytest.param(" \t\n\u3000", id="whitespace")])
+def test_text_with_nothing_printable_is_refused_naming_the_field(client: TestClient,
+                                                                  text: str) -> None:
+    one = assert_error(client.post("/api/predict/sentiment", json={"text": text}), 422,
+                       "invalid_input")
+    assert one["details"]["field"] == "text" and one["request_id"]
+    batch = assert_error(client.post("/api/predict/batch", json={"texts": ["fine", text]}),
+                         422, "invalid_input")
+    assert batch["details"]["field"] == "texts[1]"
+
+
 def test_image_base64(client: TestClient, coffee_b64: str) -> None:
     response = client.post("/api/predict/image", json={"image_base64": coffee_b64, "top_k": 3})
     body = answer(response, ImageResult)
@@ -155,6 +169,33 @@ def test_openapi_is_valid_and_lists_every_endpoint(client: TestClient) -> None:
                                   "/health/live", "/health/ready", "/metrics", "/api/models"}
     image = spec["paths"]["/api/predict/image"]["post"]["requestBody"]["content"]
     assert set(image) == {"application/json", "multipart/form-data"}
+
+
+def test_openapi_declares_security_only_when_keys_are_set(make_client) -> None:  # type: ignore[no-untyped-def]
+    open_spec = make_client(rate_limit_per_second=0.0).get("/openapi.json").json()
+    assert not [p for p, ops in open_spec["paths"].items()
+                for op in ops.values() if op.get("security")]
+    keyed = make_client(api_keys=("k",), rate_limit_per_second=0.0)
+    spec = keyed.get("/openapi.json", headers={"x-api-key": "k"}).json()
+    assert spec["components"]["securitySchemes"]
+    secured = {p for p, ops in spec["paths"].items() for op in ops.values() if op.get("security")}
+    assert {"/api/predict/sentiment", "/api/predict/image", "/api/predict/recommend",
+            "/api/predict/batch", "/api/models", "/metrics", "/metrics/prometheus"} <= secured
+    assert not secured & {"/health", "/health/live", "/health/ready"}
+
+
+def test_request_bodies_have_no_top_level_union(client: TestClient) -> None:
+    """A top-level oneOf/anyOf turns a body into `Any` in common client generators."""
+    spec = client.get("/openapi.json").json()
+    schemas = spec["components"]["schemas"]
+    for path, ops in spec["paths"].items():
+        for op in ops.values():
+            for media, content in op.get("requestBody", {}).get("content", {}).items():
+                schema = content["schema"]
+                if "$ref" in schema:
+                    schema = schemas[schema["$ref"].rsplit("/", 1)[1]]
+                assert not {"oneOf", "anyOf"} & set(schema), (path, media)
+                assert schema.get("type") == "object", (path, media)
 
 
 def test_docs_page_works_offline(client: TestClient) -> None:

@@ -94,3 +94,33 @@ def test_ml_settings_have_no_http_settings() -> None:
     http = ("KEY", "CORS", "RATE", "PROXIES", "HEADER", "URL_FETCH", "UI_", "AUTH")
     assert not [row["env"] for row in Settings.describe()
                 if any(word in row["env"] for word in http)]
+
+
+SERVING_LAYERS = ("api", "views", "benchmarks")
+MODEL_NAMES = ("sentiment", "image", "recommender", "recommend", "recommendations", "wine")
+
+
+def test_no_layer_branches_on_a_model_s_name() -> None:
+    """Layers learn about models from the contract: no `if name == "sentiment"` anywhere, and
+    no table keyed by model names outside the registry (ml/registry.py)."""
+    import ast
+
+    for layer in SERVING_LAYERS:
+        for path in (ROOT / layer).rglob("*.py"):
+            for node in ast.walk(ast.parse(path.read_text())):
+                if isinstance(node, ast.Compare) and all(
+                        isinstance(op, ast.Eq | ast.NotEq) for op in node.ops):
+                    names = [c.value for c in [node.left, *node.comparators]
+                             if isinstance(c, ast.Constant)]
+                    assert not set(names) & set(MODEL_NAMES), \
+                        f"{path.relative_to(ROOT)}:{node.lineno} compares with a model name"
+                if isinstance(node, ast.Dict):
+                    keys = {k.value for k in node.keys if isinstance(k, ast.Constant)}
+                    assert len(keys & set(MODEL_NAMES)) < 2, \
+                        f"{path.relative_to(ROOT)}:{node.lineno} keys a table by model names"
+
+
+def test_ml_modules_stay_small() -> None:
+    """One job a module: none of ml/ grows far past ~300 lines."""
+    sizes = {name: len(path.read_text().splitlines()) for name, path in ML.items()}
+    assert max(sizes.values()) <= 360, sorted(sizes.items(), key=lambda kv: -kv[1])[:3]
