@@ -81,3 +81,15 @@ class DeadlineExceeded(MLError):
     def __init__(self, name: str, seconds: float) -> None:
         super().__init__(f"model {name!r} did not answer within {seconds:g}s",
                          details={"model": name, "deadline_s": seconds})
+
+
+class InvalidWeights(MLError):
+    """Raised when a weights file cannot be read as plain tensors: malformed, of a format or
+    type this reader does not know, or referencing code beyond tensor rebuilding."""
+
+    code = "invalid_weights"
+
+    def __init__(self, path: object, reason: str) -> None:
+        super().__init__(f"weights file {path} refused: {reason}",
+                         details={"path": str(path), "reason": reason})
+        self.reason = reason

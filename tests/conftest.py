@@ -86,6 +86,20 @@ def need_tool(found: bool, why: str) -> None:
     pytest.skip(why)
 
 
+@pytest.fixture(scope="session")
+def torch_module():  # type: ignore[no-untyped-def]
+    """torch, for tests of the CUDA path and of the torch reference network. It comes with
+    requirements-gpu.txt, which `make test` installs: absent locally the test skips, under
+    CI=true it fails."""
+    import importlib.util
+
+    need_tool(importlib.util.find_spec("torch") is not None,
+              "torch is not installed (pip install -r requirements-gpu.txt)")
+    import torch
+
+    return torch
+
+
 def photo(name: str) -> Image.Image:
     """A real photo shipped with scikit-image (chelsea, coffee, astronaut, rocket)."""
     import skimage.data
