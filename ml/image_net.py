@@ -1,20 +1,15 @@
-"""The image model's network in torch: EfficientNet-Lite0, its weights, its CUDA runner and
-its export to ONNX.
+"""The image model's network in torch: EfficientNet-Lite0, its weights and its CUDA runner.
 
-Only the CUDA path (or `ML_IMAGE_RUNTIME=torch`) imports this module in a serving process. On
-CPU the server runs the exported graph in ONNX Runtime and never imports torch, which costs
-~500 MiB of resident memory on import (the pinned wheel is the CUDA build); the export runs
-once, in a child process (`python -m ml.image_net export WEIGHTS OUT`), and is cached.
+Only the CUDA path (or `ML_IMAGE_RUNTIME=torch`) imports this module, and torch is installed
+only where it is wanted (`requirements-gpu.txt`). On CPU the server runs an ONNX graph built
+from the same weights without torch (`ml.pth`, `ml.image_graph`); this network is also the
+reference the tests hold that graph to.
 """
 
 from __future__ import annotations
 
-import argparse
 import math
-import sys
 import threading
-import warnings
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -23,20 +18,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from ml.decoding import IMAGE_SIZE
-
-# (repeats, kernel, stride, expand ratio, in channels, out channels): EfficientNet-B0's
-# stages; the Lite variants drop squeeze-excite and swish (ReLU6) and fix stem/head widths.
-STAGES = (
-    (1, 3, 1, 1, 32, 16),
-    (2, 3, 2, 6, 16, 24),
-    (2, 5, 2, 6, 24, 40),
-    (3, 3, 2, 6, 40, 80),
-    (3, 5, 1, 6, 80, 112),
-    (4, 5, 2, 6, 112, 192),
-    (1, 3, 1, 6, 192, 320),
-)
-BN_EPS = 1e-3
+from ml.image_graph import BN_EPS, STAGES
 
 
 class Conv2dSame(nn.Conv2d):
@@ -177,33 +159,3 @@ class TorchForward:
 
 def cuda_available() -> bool:
     return bool(torch.cuda.is_available())
-
-
-def write_onnx(weights: Path, out: Path, opset: int) -> None:
-    """Write to `out` the network with `weights`, BatchNorm folded, softmax on top, as an
-    ONNX graph of operator set `opset` with a dynamic batch axis: input "pixels"
-    (N, 3, 224, 224) float32, output "probabilities"."""
-    net = nn.Sequential(fold_batchnorm(load_network(weights)), nn.Softmax(dim=1)).eval()
-    with warnings.catch_warnings():
-        # tracing bakes the SAME padding for 224x224 inputs, the only size the model takes
-        warnings.simplefilter("ignore")
-        torch.onnx.export(net, (torch.zeros(1, 3, IMAGE_SIZE, IMAGE_SIZE),), str(out),
-                          input_names=["pixels"], output_names=["probabilities"],
-                          dynamic_axes={"pixels": {0: "batch"}, "probabilities": {0: "batch"}},
-                          opset_version=opset, dynamo=False)
-
-
-def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m ml.image_net")
-    commands = parser.add_subparsers(dest="command", required=True)
-    export = commands.add_parser("export", help="write the network as ONNX")
-    export.add_argument("weights", type=Path)
-    export.add_argument("out", type=Path)
-    export.add_argument("--opset", type=int, required=True)
-    args = parser.parse_args(argv)
-    write_onnx(args.weights, args.out, args.opset)
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())

@@ -1,17 +1,14 @@
 """How the image network runs: ONNX Runtime on CPU, torch on CUDA.
 
-On CPU the graph is exported once from the torch network by a child process
-(`python -m ml.image_net export`) and cached, so a CPU server never imports torch (~500 MiB
-resident for the pinned CUDA wheel); on CUDA the torch network itself runs (`ml.image_net`).
+On CPU the ONNX graph is built from the packaged weights without torch (read by `ml.pth`,
+built by `ml.image_graph`) and cached, so the CPU install needs no torch at all; on CUDA the
+torch network itself runs (`ml.image_net`, installed with `requirements-gpu.txt`).
 Either is a `Forward`: (N, 3, 224, 224) float32 pixels -> (N, 1000) class probabilities.
 """
 
 from __future__ import annotations
 
-import os
-import subprocess
-import sys
-import tempfile
+import importlib.util
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -20,8 +17,10 @@ import numpy as np
 
 from ml.artifacts import ArtifactStore
 from ml.config import Settings
+from ml.image_graph import GRAPH_VERSION, ONNX_OPSET, build_graph
+from ml.pth import load_state_dict
 
-ONNX_OPSET = 17
+GPU_INSTALL = "pip install -r requirements-gpu.txt"
 
 
 class OnnxForward:
@@ -59,41 +58,34 @@ class Forward(Protocol):
     def __call__(self, batch: np.ndarray) -> np.ndarray: ...
 
 
+def torch_installed() -> bool:
+    """Whether torch can be imported here, asked without importing it."""
+    return importlib.util.find_spec("torch") is not None
+
+
 def resolve_device(setting: str) -> str:
     """"cuda" when allowed and present, else "cpu".
 
-    torch is asked only where an NVIDIA driver is loaded: without one no CUDA device can
-    exist, and a CPU server need not pay for importing torch to learn that."""
+    torch is asked only where an NVIDIA driver is loaded and torch is installed: without
+    either no CUDA device can be used, and a CPU server need not pay for importing torch."""
     if setting == "cpu":
         return "cpu"
-    if Path("/proc/driver/nvidia/version").exists():
+    if Path("/proc/driver/nvidia/version").exists() and torch_installed():
         from ml.image_net import cuda_available
 
         if cuda_available():
             return "cuda"
     if setting == "cuda":
+        if not torch_installed():
+            raise RuntimeError(f"ML_DEVICE=cuda needs torch: {GPU_INSTALL}")
         raise RuntimeError("ML_DEVICE=cuda but torch sees no CUDA device")
     return "cpu"
 
 
-def export_onnx(weights: Path, timeout_s: float = 600.0) -> bytes:
-    """The network with `weights` as an ONNX graph, exported by a child process so that this
-    one never imports torch. Raises RuntimeError with the child's error if it fails."""
-    # the child must find this `ml` package whatever the caller's working directory
-    root = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ,
-           "PYTHONPATH": os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p)}
-    with tempfile.TemporaryDirectory() as scratch:
-        out = Path(scratch) / "model.onnx"
-        done = subprocess.run(  # noqa: S603 - this interpreter, our module, our paths
-            [sys.executable, "-m", "ml.image_net", "export", str(weights), str(out),
-             "--opset", str(ONNX_OPSET)],
-            capture_output=True, text=True, timeout=timeout_s, check=False, env=env)
-        if done.returncode != 0 or not out.is_file():
-            lines = [line for line in done.stderr.strip().splitlines() if line.strip()]
-            raise RuntimeError(f"exporting {weights} to ONNX failed: "
-                               f"{lines[-1] if lines else f'exit {done.returncode}'}")
-        return out.read_bytes()
+def build_onnx(weights: Path) -> bytes:
+    """The network with `weights`, BatchNorm folded, softmax on top, as a serialised ONNX
+    graph; built from the file's tensors without torch (InvalidWeights for a bad file)."""
+    return build_graph(load_state_dict(weights), source=weights)
 
 
 def make_forward(settings: Settings, store: ArtifactStore, weights: Path, digest: str
@@ -104,12 +96,14 @@ def make_forward(settings: Settings, store: ArtifactStore, weights: Path, digest
     if runtime == "auto":
         runtime = "torch" if device == "cuda" else "onnxruntime"
     if runtime == "torch":
+        if not torch_installed():
+            raise RuntimeError(f"ML_IMAGE_RUNTIME=torch needs torch: {GPU_INSTALL}")
         from ml.image_net import TorchForward, load_network
 
         return TorchForward(load_network(weights), device, settings.torch_threads)
     if device == "cuda":
         raise RuntimeError("ML_IMAGE_RUNTIME=onnxruntime runs on CPU only; "
                            "set ML_DEVICE=cpu or ML_IMAGE_RUNTIME=torch")
-    key = f"{digest}|torch {metadata.version('torch')}|opset {ONNX_OPSET}|softmax"
-    model = store.get_or_build("image-onnx", key, lambda: export_onnx(weights))
+    key = f"{digest}|{GRAPH_VERSION}|onnx {metadata.version('onnx')}|opset {ONNX_OPSET}"
+    model = store.get_or_build("image-onnx", key, lambda: build_onnx(weights))
     return OnnxForward(model, settings.torch_threads)

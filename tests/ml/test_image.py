@@ -1,48 +1,34 @@
-"""Image model: weights load strictly, golden photos, the ONNX Runtime graph agrees with the
-torch network, every input format reaches it (decoding itself: test_decoding.py)."""
+"""Image model: golden photos, the torch-free CPU build, every input format reaches it
+(decoding itself: test_decoding.py; the weights reader: test_pth.py; the graph:
+test_image_graph.py; the torch reference network and the CUDA path: test_image_net.py)."""
 
 from __future__ import annotations
 
+import json
 import struct
+import subprocess
+import sys
 import zlib
 from pathlib import Path
 
-import numpy as np
 import pytest
-import torch
 from PIL import Image
 
-from ml.artifacts import ArtifactStore, package_file
+from ml.artifacts import ArtifactStore
 from ml.config import Settings
-from ml.decoding import network_input
-from ml.errors import InvalidInput
-from ml.image import WEIGHTS_FILE, WEIGHTS_PACKAGE, ImageResult, build, imagenet_labels
-from ml.image_net import EfficientNetLite0
-from ml.image_runtime import OnnxForward, export_onnx, resolve_device
+from ml.errors import InvalidInput, InvalidWeights
+from ml.image import ImageResult, build, imagenet_labels
 from tests.conftest import encoded, photo
 
 CAT_CLASSES = {"tabby", "tiger cat", "Persian cat", "Siamese cat", "Egyptian cat"}
-
-
-def test_weights_load_strictly_into_the_architecture() -> None:
-    state = torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE), map_location="cpu",
-                       weights_only=True)
-    net = EfficientNetLite0()
-    result = net.load_state_dict(state, strict=True)
-    assert not result.missing_keys and not result.unexpected_keys
-    assert sum(p.numel() for p in net.parameters()) == pytest.approx(4.65e6, rel=0.02)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_labels_are_the_imagenet_list() -> None:
     labels = imagenet_labels()
-    assert len(labels) == 1000
-    assert labels[967] == "espresso"
-
-
-def test_same_padding_is_asymmetric_on_stride_two() -> None:
-    conv = EfficientNetLite0()._conv_stem
-    out = conv(torch.zeros(1, 3, 224, 224))
-    assert out.shape == (1, 32, 112, 112)
+    assert len(labels) == len(set(labels)) == 1000
+    assert (labels[0], labels[281], labels[967], labels[999]) == (
+        "tench", "tabby", "espresso", "toilet tissue")
 
 
 @pytest.mark.parametrize(("name", "expected", "min_confidence"), [
@@ -53,42 +39,6 @@ def test_golden_photos(image_model, name: str, expected: set[str], min_confidenc
     top = image_model.predict_one(photo(name), top_k=5).predictions[0]
     assert top.label in expected
     assert top.confidence >= min_confidence
-
-
-def reference_probabilities(images: list[Image.Image]) -> np.ndarray:
-    """The unfused torch network, straight from the weights file."""
-    reference = EfficientNetLite0()
-    reference.load_state_dict(torch.load(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE),
-                                         map_location="cpu", weights_only=True))
-    x = torch.from_numpy(np.stack([network_input(image) for image in images]))
-    with torch.inference_mode():
-        return torch.softmax(reference.eval()(x), dim=1).numpy()
-
-
-SAMPLES = ("chelsea", "coffee", "astronaut", "rocket")
-
-
-def test_served_model_matches_the_reference_network(image_model) -> None:  # type: ignore[no-untyped-def]
-    """What serves (ONNX Runtime on CPU: BatchNorm folded, exported graph) gives the
-    reference network's probabilities, in one batch and one by one."""
-    images = [photo(name) for name in SAMPLES]
-    expected = reference_probabilities(images)
-    pixels = [network_input(image) for image in images]
-    assert image_model.forward.runtime == "onnxruntime"
-    assert np.abs(image_model.probabilities(pixels) - expected).max() < 1e-4
-    for one, row in zip(pixels, expected, strict=True):
-        assert np.abs(image_model.probabilities([one])[0] - row).max() < 1e-4
-
-
-def test_torch_runtime_agrees_with_onnx_runtime(settings: Settings, image_model) -> None:  # type: ignore[no-untyped-def]
-    """ML_IMAGE_RUNTIME=torch (the CUDA path's code, run on CPU here) gives the same top-5."""
-    on_torch = build(settings.replace(image_runtime="torch"), ArtifactStore(settings.cache_dir))
-    assert on_torch.forward.runtime == "torch"
-    for name in SAMPLES:
-        ours, theirs = (m.predict_one(photo(name), top_k=5) for m in (image_model, on_torch))
-        assert [p.label for p in ours.predictions] == [p.label for p in theirs.predictions]
-        assert [p.confidence for p in ours.predictions] == pytest.approx(
-            [p.confidence for p in theirs.predictions], abs=1e-4)
 
 
 def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:  # type: ignore[no-untyped-def]
@@ -110,19 +60,59 @@ def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:
     assert result.returncode == 0, result.stderr[-2000:]
 
 
-def test_export_works_from_any_working_directory(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    """A notebook or script elsewhere (ml on its sys.path, not in its cwd) can export too."""
-    monkeypatch.chdir(tmp_path)
-    monkeypatch.delenv("PYTHONPATH", raising=False)
-    forward = OnnxForward(export_onnx(package_file(WEIGHTS_PACKAGE, WEIGHTS_FILE)))
-    assert forward(np.zeros((2, 3, 224, 224), np.float32)).shape == (2, 1000)
+# As if not installed: `import torch` raises ImportError, importlib's find_spec says None.
+BLOCK_TORCH = "import sys\nsys.modules.update(dict.fromkeys(('torch', 'torchvision', 'triton')))\n"
 
 
-def test_broken_weights_fail_the_export_with_the_reason(tmp_path: Path) -> None:
+def test_the_cpu_model_builds_and_serves_where_torch_cannot_be_imported(tmp_path: Path) -> None:
+    """requirements.txt has no torch: from an empty cache, in a process where importing
+    torch fails, the image model is built from the packaged weights and classifies."""
+    png = tmp_path / "coffee.png"
+    png.write_bytes(encoded(photo("coffee")))
+    check = BLOCK_TORCH + (
+        "from ml.config import Settings; from ml.artifacts import ArtifactStore\n"
+        "from ml.image import build\n"
+        "settings = Settings.from_env({'ML_CACHE_DIR': sys.argv[2], 'ML_DEVICE': 'auto'})\n"
+        "model = build(settings, ArtifactStore(settings.cache_dir))\n"
+        "top = model.predict_one(open(sys.argv[1], 'rb').read()).predictions[0]\n"
+        "assert (model.forward.runtime, top.label) == ('onnxruntime', 'espresso'), top\n"
+        "print('served', top.label)\n")
+    result = subprocess.run([sys.executable, "-c", check, str(png), str(tmp_path / "cache")],
+                            capture_output=True, text=True, timeout=300, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == "served espresso"
+    assert (tmp_path / "cache" / "image-onnx.artifact").is_file()
+
+
+@pytest.mark.parametrize("setting", [
+    pytest.param({"ML_DEVICE": "cuda"}, id="ML_DEVICE=cuda"),
+    pytest.param({"ML_IMAGE_RUNTIME": "torch"}, id="ML_IMAGE_RUNTIME=torch"),
+])
+def test_asking_for_torch_without_it_says_how_to_install_it(tmp_path: Path,
+                                                            setting: dict[str, str]) -> None:
+    check = BLOCK_TORCH + (
+        "import json\nfrom ml.config import Settings; from ml.artifacts import ArtifactStore\n"
+        "from ml.image import build\n"
+        "settings = Settings.from_env({'ML_CACHE_DIR': sys.argv[1], **json.loads(sys.argv[2])})\n"
+        "try:\n    build(settings, ArtifactStore(settings.cache_dir))\n"
+        "except RuntimeError as exc:\n    print(exc)\n")
+    result = subprocess.run([sys.executable, "-c", check, str(tmp_path), json.dumps(setting)],
+                            capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "needs torch: pip install -r requirements-gpu.txt" in result.stdout
+
+
+@pytest.mark.parametrize(("content", "fragment"), [
+    pytest.param(b"not a checkpoint", "not a torch state dict", id="text"),
+    pytest.param(b"PK\x03\x04 this is not a torch checkpoint" * 100, "not a torch state dict",
+                 id="broken-zip"),
+])
+def test_broken_weights_fail_the_build_with_the_reason(settings: Settings, tmp_path: Path,
+                                                       content: bytes, fragment: str) -> None:
     broken = tmp_path / "weights.pth"
-    broken.write_bytes(b"not a checkpoint")
-    with pytest.raises(RuntimeError, match=r"exporting .* to ONNX failed: .+"):
-        export_onnx(broken)
+    broken.write_bytes(content)
+    with pytest.raises(InvalidWeights, match=fragment):
+        build(settings.replace(image_weights=broken), ArtifactStore(tmp_path / "cache"))
 
 
 def test_result_shape_and_order(image_model) -> None:  # type: ignore[no-untyped-def]
@@ -195,28 +185,3 @@ def test_top_k_is_validated(image_model, top_k: object) -> None:  # type: ignore
     with pytest.raises(InvalidInput) as caught:
         image_model.predict_one(photo("coffee"), top_k=top_k)
     assert caught.value.field == "top_k"
-
-
-def test_device_resolution_follows_the_setting() -> None:
-    assert resolve_device("cpu") == "cpu"
-    expected = "cuda" if torch.cuda.is_available() else "cpu"
-    assert resolve_device("auto") == expected
-    if not torch.cuda.is_available():
-        with pytest.raises(RuntimeError, match="no CUDA"):
-            resolve_device("cuda")
-
-
-def test_labels_come_from_torchvision_without_importing_it() -> None:
-    import subprocess
-    import sys
-
-    from torchvision.models import ResNet50_Weights
-
-    from ml.image import imagenet_labels
-
-    assert imagenet_labels() == list(ResNet50_Weights.IMAGENET1K_V1.meta["categories"])
-    check = ("import sys; from ml.image import imagenet_labels; labels = imagenet_labels(); "
-             "assert len(labels) == 1000 and 'torchvision' not in sys.modules, 'imported'")
-    result = subprocess.run([sys.executable, "-c", check], capture_output=True, text=True,
-                            timeout=120)
-    assert result.returncode == 0, result.stderr[-2000:]
