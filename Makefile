@@ -23,8 +23,10 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-$(VENV)/.dev: requirements.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-dev.txt
+# The test environment adds torch (requirements-gpu.txt): the CUDA path's tests and the
+# reference network that the torch-free CPU graph is held to.
+$(VENV)/.dev: requirements.txt requirements-gpu.txt requirements-dev.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-gpu.txt -r requirements-dev.txt
 	touch $@ $(VENV)/.runtime
 
 # UI at / and the REST API at /api, /health, /metrics: one process, one port. Served by
