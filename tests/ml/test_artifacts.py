@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import logging
+import threading
 from pathlib import Path
 
 import pytest
@@ -65,16 +66,39 @@ def test_failed_build_leaves_no_file(tmp_path: Path) -> None:
     def boom() -> object:
         raise RuntimeError("training failed")
 
-    with pytest.raises(RuntimeError):
+    with pytest.raises(RuntimeError, match="training failed"):
         store.get_or_build("m", "k", boom)
-    assert not store.path("m").exists()
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_unpicklable_value_leaves_no_partial_file(tmp_path: Path) -> None:
+    """Pickle's own error reaches the caller (the store wraps none), no temporary file is
+    left, and the artifact cached before is untouched: it is replaced only once whole."""
     store = ArtifactStore(tmp_path)
-    with pytest.raises(Exception):  # noqa: B017 - whatever pickle raises
-        store.get_or_build("m", "k", lambda: (lambda: None))
-    assert list(tmp_path.iterdir()) == []
+    store.get_or_build("m", "old", Counter("cached"))
+    before = store.path("m").read_bytes()
+    with pytest.raises(TypeError, match=r"cannot pickle '_thread\.lock' object"):
+        store.get_or_build("m", "new", threading.Lock)
+    assert list(tmp_path.iterdir()) == [store.path("m")]
+    assert store.path("m").read_bytes() == before
+
+
+def test_a_failed_write_leaves_no_temporary_file(tmp_path: Path,
+                                                monkeypatch: pytest.MonkeyPatch) -> None:
+    """A write that fails half-way (a full disk, say) removes its temporary file and
+    leaves the cached artifact as it was."""
+    store = ArtifactStore(tmp_path)
+    store.get_or_build("m", "old", Counter("cached"))
+    before = store.path("m").read_bytes()
+
+    def full_disk(fd: int) -> None:
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr("ml.artifacts.os.fsync", full_disk)
+    with pytest.raises(OSError, match="No space left"):
+        store.get_or_build("m", "new", Counter("fresh"))
+    assert list(tmp_path.iterdir()) == [store.path("m")]
+    assert store.path("m").read_bytes() == before
 
 
 def test_file_digest_depends_on_content(tmp_path: Path) -> None:

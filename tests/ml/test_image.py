@@ -4,6 +4,7 @@ test_image_graph.py; the torch reference network and the CUDA path: test_image_n
 
 from __future__ import annotations
 
+import io
 import json
 import struct
 import subprocess
@@ -139,8 +140,30 @@ def test_batch_matches_single_predictions(image_model) -> None:  # type: ignore[
 def test_every_supported_format_decodes(image_model, fmt: str) -> None:  # type: ignore[no-untyped-def]
     data = encoded(photo("coffee"), fmt)
     result = image_model.predict_one(data, top_k=1)
-    if fmt != "GIF":  # a 256-colour palette may change the answer; decoding is the point
-        assert result.predictions[0].label == "espresso"
+    # the GIF's 256-colour palette still reads as espresso (0.96, as the PNG)
+    assert result.predictions[0].label == "espresso"
+    assert (result.width, result.height) == (600, 400)
+
+
+@pytest.mark.parametrize(("first", "second", "expected"), [
+    pytest.param("coffee", "chelsea", {"espresso"}, id="coffee-then-cat"),
+    pytest.param("chelsea", "coffee", CAT_CLASSES, id="cat-then-coffee"),
+])
+def test_an_animated_gif_is_classified_by_its_first_frame(image_model, first: str,  # type: ignore[no-untyped-def]
+                                                          second: str,
+                                                          expected: set[str]) -> None:
+    """A two-frame GIF answers as its first frame alone, not as its second."""
+    size = photo("coffee").size  # both frames one size: a GIF has one canvas
+    frames = [photo(name).resize(size) for name in (first, second)]
+    animated = encoded(frames[0], "GIF", save_all=True, append_images=frames[1:])
+    assert getattr(Image.open(io.BytesIO(animated)), "n_frames", 1) == 2
+    result = image_model.predict_one(animated, top_k=3)
+    assert result == image_model.predict_one(encoded(frames[0], "GIF"), top_k=3)
+    assert result.predictions[0].label in expected
+    shown = Image.open(io.BytesIO(animated))
+    shown.seek(1)  # the second frame as Pillow decodes it, to tell it apart
+    later = image_model.predict_one(encoded(shown.convert("RGB")), top_k=3)
+    assert later.predictions[0].label not in expected
 
 
 def test_file_like_and_path_inputs(image_model, photo_dir: Path) -> None:  # type: ignore[no-untyped-def]

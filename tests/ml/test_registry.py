@@ -52,6 +52,13 @@ class EchoModel(ModelBase[EchoQuery, int, EchoResult]):
         self.warmed = True
 
 
+class SourModel(EchoModel):
+    """Builds, but its warm-up prediction fails."""
+
+    def warmup(self) -> None:
+        raise RuntimeError("warm-up prediction failed")
+
+
 class GatedBuilder:
     """Builds an EchoModel once its gate opens, counting builds."""
 
@@ -170,11 +177,20 @@ def test_failure_is_recorded_with_reason_and_not_retried(settings: Settings) -> 
 
 
 def test_warmup_loads_everything_and_records_failures(settings: Settings) -> None:
-    registry = Registry(settings, entries={"bad": echo(broken), "echo": echo(GatedBuilder())})
+    """Warm-up builds and warms every model; one that fails to build, or whose warm-up
+    prediction fails, is recorded as failed with its reason and served no more."""
+    sour = Entry(lambda s, st: SourModel(), cls=SourModel, origin="test")
+    registry = Registry(settings, entries={"bad": echo(broken), "echo": echo(GatedBuilder()),
+                                           "sour": sour})
     assert not registry.ready
     statuses = registry.warmup()
     assert statuses["echo"].state == "ready"
     assert statuses["bad"].state == "failed"
+    assert statuses["sour"].state == "failed"
+    assert statuses["sour"].reason == "RuntimeError: warm-up prediction failed"
+    assert registry.loaded("sour") is None
+    with pytest.raises(ModelUnavailable):
+        registry.get("sour")
     assert registry.get("echo").warmed  # type: ignore[attr-defined]
     assert not registry.ready
 

@@ -106,9 +106,22 @@ def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no
 
 
 def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
-    result = sentiment.predict_one("qwxz vbnm", detailed=True)
-    assert result.sentiment in LABELS
-    assert result.terms == ()
+    """No known word leaves an all-zero TF-IDF row, so both paths answer the classifier's
+    prior: the softmax of its intercepts, computed here from the fitted pipeline."""
+    text = "qwxz vbnm"
+    tfidf, clf = sentiment.pipeline.named_steps["tfidf"], sentiment.pipeline.named_steps["clf"]
+    assert tfidf.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
+    exp = np.exp(clf.intercept_ - clf.intercept_.max())
+    prior = exp / exp.sum()
+    # a prior far from uniform, so that answering anything else is caught
+    assert prior.max() - prior.min() > 0.05
+    # one text takes the fast path, a hundred the vectorised one
+    for result in (sentiment.predict_one(text, detailed=True),
+                   *sentiment.classify([text] * 100, detailed=True)):
+        assert result.sentiment == LABELS[int(np.argmax(prior))]
+        shares = msgspec.structs.asdict(result.probabilities)
+        assert [shares[label] for label in LABELS] == pytest.approx(prior.tolist(), abs=1e-12)
+        assert result.terms == ()
 
 
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
@@ -158,11 +171,22 @@ def test_limit_comes_from_settings(settings: Settings) -> None:
 
 # -- artifact cache -------------------------------------------------------------------------
 
-def test_cached_artifact_is_reused(settings: Settings, sentiment) -> None:  # type: ignore[no-untyped-def]
+def test_cached_artifact_is_reused(settings: Settings, sentiment,  # type: ignore[no-untyped-def]
+                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """A second build loads the cached model: it trains nothing, rewrites nothing and
+    answers as the first."""
     store = ArtifactStore(settings.cache_dir)
-    assert store.path("sentiment").exists()
+    before = store.path("sentiment").read_bytes()
+
+    def no_training(*args: object) -> None:
+        raise AssertionError("the cached artifact was not reused: training ran")
+
+    monkeypatch.setattr("ml.sentiment.train", no_training)
     again = build(settings, store)
+    assert store.path("sentiment").read_bytes() == before
     assert again.evaluation == sentiment.evaluation
+    texts = ["I love it", "terrible service", "the bus comes at nine"]
+    assert np.array_equal(again.probabilities(texts), sentiment.probabilities(texts))
 
 
 def test_corrupted_artifact_is_rebuilt(settings: Settings, sentiment, tmp_path: Path,  # type: ignore[no-untyped-def]
