@@ -63,6 +63,13 @@ def mixed_traffic(users: list[str]) -> dict[str, tuple[list[bytes], int]]:
     }
 
 
+def client_errors(result: LoadResult) -> int:
+    """The load client's own failures (connections lost or refused, unreadable answers):
+    LoadResult.errors counts those and every non-2xx answer."""
+    return result.errors - sum(n for status, n in result.statuses.items()
+                               if not 200 <= status < 300)
+
+
 def soak(server: Server, seconds: float, users: list[str]) -> dict[str, Any]:
     """Mixed traffic for `seconds` after a short warm-up; process figures around it."""
     traffic = mixed_traffic(users)
@@ -108,7 +115,9 @@ def soak(server: Server, seconds: float, users: list[str]) -> dict[str, Any]:
         "before": before, "after": after,
         "rss_growth": round(after["rss_mb"] / before["rss_mb"] - 1, 4),
         "health_after": health,
+        "client_errors": sum(map(client_errors, results.values())),
         "routes": {route: {"sent": r.sent, "answered": r.answered,
+                           "client_errors": client_errors(r),
                            "statuses": {str(k): v for k, v in sorted(r.statuses.items())}}
                    for route, r in results.items()},
     }

@@ -11,6 +11,7 @@ import pytest
 from benchmarks import hostile
 from benchmarks.services import running
 from ml.config import Settings
+from tests.reliability.memory import assert_no_leak, catalogue_growth
 
 CASES = hostile.cases()
 
@@ -40,19 +41,8 @@ def test_a_real_server_survives_the_catalogue_without_growing(settings: Settings
            "ML_RATE_LIMIT_PER_SECOND": "0"}
     with running("api", env, tmp_path) as server, \
             httpx.Client(base_url=server.url, timeout=30) as client:
-        import psutil
-
-        process = psutil.Process(server.process.pid)
-        send = hostile.httpx_sender(client)
-        first = hostile.run(send, CASES)  # warms every code path (decoders, parsers)
-        wrong = [(o.case.name, o.status, o.code) for o in first if not o.ok]
-        assert not wrong, wrong
-        before = process.memory_info().rss
-        for _ in range(3):
-            again = hostile.run(send, CASES)
-            assert all(o.ok for o in again)
-        after = process.memory_info().rss
-        assert after < before * 1.05 + 20 * 2**20, (before / 2**20, after / 2**20)
+        before, after, requests = catalogue_growth(client, server.process.pid)
+        assert_no_leak(before, after, requests)
         assert client.get("/health").json()["status"] == "healthy"
         assert client.post("/api/predict/sentiment", json={"text": "fine"}).status_code == 200
     assert os.path.exists(server.log)
