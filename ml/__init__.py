@@ -3,6 +3,7 @@ no file."""
 
 from __future__ import annotations
 
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from ml.config import Settings
@@ -31,14 +32,38 @@ __all__ = [
 def predict(name: str, **fields: Any) -> Any:
     """Model `name`'s result for the query made of `fields`, through the process-wide
     engine (batching, cache, metrics): `predict("sentiment", text="what a great day")`."""
-    from ml.engine import predict as through_engine
+    from ml.contract import query_of
+    from ml.engine import default_engine
 
-    return through_engine(name, **fields)
+    engine = default_engine()
+    query = query_of(engine.registry.model_class(name), fields)
+    return engine.predict(name, query).result
 
 
-def predict_many(name: str, rows: Any) -> list[Any]:
-    """One result per row of query fields, through the process-wide engine as one vectorised
-    call: `predict_many("sentiment", [{"text": "great"}, {"text": "awful"}])`."""
-    from ml.engine import predict_many as through_engine
+def predict_many(name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
+    """One result per row of query fields, through the process-wide engine, run as
+    vectorised calls of up to ML_MAX_BATCH_TEXTS rows (a CSV, a DataFrame's records):
+    `predict_many("sentiment", [{"text": "great"}, {"text": "awful"}])`. InvalidInput names
+    the first row that does not fit, by its index."""
+    from ml.contract import query_of
+    from ml.engine import default_engine
 
-    return through_engine(name, rows)
+    engine = default_engine()
+    cls = engine.registry.model_class(name)
+    queries = []
+    for index, fields in enumerate(rows):
+        try:
+            queries.append(query_of(cls, fields))
+        except InvalidInput as exc:
+            raise InvalidInput(f"row {index}: {exc}", field=exc.field, index=index) from None
+    step = engine.settings.max_batch_texts  # the engine's bound on one call; chunked here
+    results = []
+    for start in range(0, len(queries), step):
+        try:
+            served = engine.predict_many(name, queries[start:start + step])
+        except InvalidInput as exc:
+            index = start + exc.details.get("index", 0)
+            message = exc.message.partition(": ")[2] or exc.message
+            raise InvalidInput(f"row {index}: {message}", field=exc.field, index=index) from None
+        results += [s.result for s in served]
+    return results

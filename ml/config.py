@@ -149,6 +149,9 @@ class Settings(EnvSettings):
     warmup: bool = setting(True, "ML_WARMUP", "Load and warm every model at start-up.")
     batching: bool = setting(
         True, "ML_BATCHING", "Micro-batch concurrent requests (off: one model call each).")
+    inline_budget_ms: float = setting(
+        1.0, "ML_INLINE_BUDGET_MS", "Longest one model call may hold the event loop: cheaper "
+        "models run there, batched per loop iteration (0: always on threads).", minimum=0.0)
     cache_entries: int = setting(
         4096, "ML_CACHE_ENTRIES", "Prediction cache size per model, in results (0: off).",
         minimum=0)

@@ -20,7 +20,7 @@ import asyncio
 import threading
 import time
 from collections import Counter
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Hashable, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from concurrent.futures import TimeoutError as FutureTimeout
 from dataclasses import dataclass
@@ -29,8 +29,9 @@ from typing import Any
 from ml.batching import Batcher, Direct, Runner, Timed
 from ml.cache import PredictionCache
 from ml.config import Settings
-from ml.contract import BatchLimits, Model, query_of
+from ml.contract import BatchLimits, Model
 from ml.errors import DeadlineExceeded, InvalidInput, MLError, Overloaded
+from ml.inline import Cost, LoopBatcher
 from ml.metrics import Metrics
 from ml.registry import Registry, default_registry
 from ml.threads import single_threaded_blas
@@ -56,6 +57,8 @@ class Engine:
         self.settings = settings or registry.settings
         self.metrics = metrics or Metrics()
         self._runners: dict[str, Runner] = {}
+        self._costs: dict[str, Cost] = {}  # measured compute per item, per model
+        self._loop_batchers: dict[str, LoopBatcher[Any, Any]] = {}
         self._caches: dict[str, PredictionCache] = {}
         self._preparing: Counter[str] = Counter()  # heavy prepares in flight, per model
         self._executor = ThreadPoolExecutor(self.settings.threadpool_size,
@@ -71,11 +74,16 @@ class Engine:
         past it, Overloaded when the model's queue is full, InvalidInput for bad input."""
         name = self.registry.canonical(name)
         timeout = self.settings.request_timeout_s if timeout_s is None else timeout_s
+        model = self.registry.loaded(name)
+        if model is not None and (inline := self._inline(name, model)) is not None:
+            # nothing on this path waits longer than one loop iteration: no timeout scope
+            key, hit = self._lookup(name, model, query)
+            return hit or await self._run_inline(name, inline, model.prepare(query), key,
+                                                 timeout)
         started = time.perf_counter()
         try:
             async with asyncio.timeout(timeout):
-                model = self.registry.loaded(name) or await self._off_loop(
-                    self.registry.get, name)
+                model = model or await self._off_loop(self.registry.get, name)
                 key, hit = self._lookup(name, model, query)
                 if hit is not None:
                     return hit
@@ -219,6 +227,35 @@ class Engine:
                 served[index] = Served(result, 0.0, round(compute * 1e3, 4), len(misses))
         return served  # type: ignore[return-value]
 
+    def _inline(self, name: str, model: Model) -> LoopBatcher[Any, Any] | None:
+        """The model's loop batcher on this loop, if it is measured cheap enough (ml.inline)."""
+        budget = self.settings.inline_budget_ms / 1e3
+        cost = self._costs.get(name)
+        if (cost is None or not cost.inline(budget) or model.heavy_prepare
+                or not self.settings.batching):
+            return None
+        found = self._loop_batchers.get(name)
+        if found is None or found.loop is not asyncio.get_running_loop():
+            limits = self.batch_limits(name, model)
+            found = self._loop_batchers[name] = LoopBatcher(
+                model.predict, name=name, cost=cost, budget_s=budget,
+                max_batch_size=limits.max_batch, max_queue=limits.max_queue,
+                observer=self.metrics.record_batch)
+        return found
+
+    async def _run_inline(self, name: str, inline: LoopBatcher[Any, Any], item: Any,
+                          key: Hashable | None, timeout_s: float) -> Served:
+        try:
+            result, wait, compute, size = await inline.submit(item, timeout_s=timeout_s)
+        except MLError:
+            raise
+        except Exception:
+            self.metrics.record_model_error(name)
+            raise
+        if key is not None:
+            self._cache(name).put(key, result)
+        return Served(result, round(wait * 1e3, 4), round(compute * 1e3, 4), size)
+
     async def _off_loop(self, call: Any, *args: Any) -> Any:
         return await asyncio.get_running_loop().run_in_executor(self._executor, call, *args)
 
@@ -238,14 +275,21 @@ class Engine:
 
     def _make_runner(self, name: str, model: Model) -> Runner:
         limits = self.batch_limits(name, model)
+        cost = self._costs.setdefault(name, Cost())
+        record = self.metrics.record_batch
+
+        def observe(model_name: str, waits: Sequence[float], seconds: float, size: int) -> None:
+            cost.add(seconds, size)  # what decides whether the model may run inline
+            record(model_name, waits, seconds, size)
+
         runner: Runner
         if self.settings.batching and limits.max_batch > 1:
             runner = Batcher(model.predict, name=name, max_batch_size=limits.max_batch,
                              max_wait_ms=limits.max_wait_ms, max_queue=limits.max_queue,
-                             observer=self.metrics.record_batch)
+                             observer=observe)
         else:
             runner = Direct(model.predict, name=name, workers=self.settings.threadpool_size,
-                            max_queue=limits.max_queue, observer=self.metrics.record_batch)
+                            max_queue=limits.max_queue, observer=observe)
         self.metrics.watch_queue(name, lambda: runner.queued)
         return runner
 
@@ -313,36 +357,3 @@ def default_engine() -> Engine:
         if _default is None:
             _default = Engine(default_registry())
         return _default
-
-
-def predict(name: str, **fields: Any) -> Any:
-    """In-process, through the process-wide engine: the result of model `name` for the
-    query made of `fields`, e.g. `predict("sentiment", text="what a great day")`."""
-    engine = default_engine()
-    query = query_of(engine.registry.model_class(name), fields)
-    return engine.predict(name, query).result
-
-
-def predict_many(name: str, rows: Sequence[Mapping[str, Any]]) -> list[Any]:
-    """In-process, through the process-wide engine: one result per row of query fields, run
-    as vectorised calls of up to ML_MAX_BATCH_TEXTS rows (a CSV, a DataFrame's records).
-    InvalidInput names the first row that does not fit, by its index."""
-    engine = default_engine()
-    cls = engine.registry.model_class(name)
-    queries = []
-    for index, fields in enumerate(rows):
-        try:
-            queries.append(query_of(cls, fields))
-        except InvalidInput as exc:
-            raise InvalidInput(f"row {index}: {exc}", field=exc.field, index=index) from None
-    step = engine.settings.max_batch_texts  # the engine's bound on one call; chunked here
-    results = []
-    for start in range(0, len(queries), step):
-        try:
-            served = engine.predict_many(name, queries[start:start + step])
-        except InvalidInput as exc:
-            index = start + exc.details.get("index", 0)
-            message = exc.message.partition(": ")[2] or exc.message
-            raise InvalidInput(f"row {index}: {message}", field=exc.field, index=index) from None
-        results += [s.result for s in served]
-    return results

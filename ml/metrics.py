@@ -86,6 +86,7 @@ class Metrics:
         self.started = time.time()
         self._lock = threading.Lock()
         self._models: dict[str, dict[str, Any]] = {}
+        self._series: dict[str, tuple[Any, Any, Any, Any]] = {}
         ProcessCollector(registry=self.registry)
         PlatformCollector(registry=self.registry)
         GCCollector(registry=self.registry)
@@ -109,11 +110,24 @@ class Metrics:
                                      "Prediction cache lookups by model and result",
                                      ["model", "result"], registry=self.registry)
 
+    def _children(self, model: str) -> tuple[Any, Any, Any, Any]:
+        """The model's labelled series: labels() takes a lock and builds a key each time,
+        which per call cost more than a cheap model's prediction."""
+        found = self._series.get(model)
+        if found is None:
+            found = self._series[model] = (
+                self.model_calls.labels(model, "ok"), self.model_latency.labels(model),
+                self.batch_size.labels(model), self.queue_wait.labels(model))
+        return found
+
     def record_model(self, model: str, seconds: float, *, ok: bool = True, items: int = 1) -> None:
         """Count one model call of `items` inputs that took `seconds` of compute."""
-        self.model_calls.labels(model, "ok" if ok else "error").inc()
         if ok:
-            self.model_latency.labels(model).observe(seconds)
+            calls, latency, _, _ = self._children(model)
+            calls.inc()
+            latency.observe(seconds)
+        else:
+            self.model_calls.labels(model, "error").inc()
         with self._lock:
             entry = self._entry(model)
             entry["calls"] += 1
@@ -127,8 +141,8 @@ class Metrics:
                      size: int) -> None:
         """One batched model call: each item's queue wait, the call's compute, its size."""
         self.record_model(model, seconds, items=size)
-        self.batch_size.labels(model).observe(size)
-        histogram = self.queue_wait.labels(model)
+        _, _, sizes, histogram = self._children(model)
+        sizes.observe(size)
         for wait in waits:
             histogram.observe(wait)
         with self._lock:
