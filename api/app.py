@@ -14,26 +14,22 @@ from starlette.middleware import Middleware
 from starlette.middleware.cors import CORSMiddleware
 from starlette.types import Receive, Scope, Send
 
+from api.access import logger as access_logger
 from api.config import ApiSettings
 from api.errors import EXCEPTION_HANDLERS
-from api.middleware import (
-    AuthMiddleware,
-    BodyLimitMiddleware,
-    RateLimitMiddleware,
-    RequestContextMiddleware,
-)
-from api.routes import operations, routes
+from api.middleware import ApiMiddleware, Auth, BodyLimit, RateLimit
+from api.routes import direct_routes, operations, routes
 from api.service import Service
 from api.wire import Operation
 from ml.registry import Registry, default_registry
 
 
 def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Middleware]:
-    """The API's middleware, outermost first."""
+    """The API's middleware, outermost first: CORS when origins are configured (so that
+    preflights and refusals carry its headers), then the one API layer."""
     settings = service.settings
     made = routes(list(ops))
-    stack = [Middleware(RequestContextMiddleware, metrics=service.http_metrics,
-                        known_routes=[r.path for r in made])]
+    stack = []
     if settings.cors_origins:
         stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
                                 allow_methods=["GET", "POST"],
@@ -45,16 +41,14 @@ def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Mid
     # stop at ML_MAX_JSON_BODY_BYTES
     with_files = {path: settings.max_body_bytes for op in ops
                   if isinstance(op, Operation) and op.takes_files for path in op.paths}
-    stack += [
-        Middleware(BodyLimitMiddleware, max_bytes=settings.max_json_body_bytes,
-                   per_path=with_files, timeout_s=settings.body_timeout_s),
-        Middleware(AuthMiddleware, keys=settings.api_keys,
-                   trusted_proxies=settings.trusted_proxies,
-                   failure_rate=settings.auth_failures_per_minute / 60,
-                   failure_burst=settings.auth_failure_burst),
-        Middleware(RateLimitMiddleware, buckets=service.rate_limits,
-                   trusted_proxies=settings.trusted_proxies),
-    ]
+    stack.append(Middleware(
+        ApiMiddleware, metrics=service.http_metrics, known_routes=[r.path for r in made],
+        access=service.access, trusted_proxies=settings.trusted_proxies,
+        body=BodyLimit(settings.max_json_body_bytes, settings.body_timeout_s, with_files),
+        auth=Auth(settings.api_keys, failure_rate=settings.auth_failures_per_minute / 60,
+                  failure_burst=settings.auth_failure_burst),
+        rate_limit=RateLimit(service.rate_limits),
+        direct=direct_routes(service, ops)))
     return stack
 
 
@@ -62,6 +56,7 @@ def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Mid
 async def serving(service: Service) -> AsyncIterator[None]:
     """Start warm-up (readiness waits for it); on shutdown stop being ready and clean up."""
     configure_logging()
+    silence_streamlit_access_log()
     restore_signals = service.drain_on_signals()
     service.start()
     try:
@@ -105,7 +100,7 @@ def configure_logging(level: int = logging.INFO) -> None:
     if root.handlers:
         return
     stream = logging.StreamHandler()
-    stream.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
+    stream.setFormatter(_Formatter("%(asctime)s %(levelname)s %(name)s %(message)s"))
     records: queue.SimpleQueue[logging.LogRecord] = queue.SimpleQueue()
     listener = logging.handlers.QueueListener(records, stream)
     listener.start()
@@ -114,12 +109,36 @@ def configure_logging(level: int = logging.INFO) -> None:
     root.setLevel(level)
 
 
+class _Formatter(logging.Formatter):
+    """The usual line for every record but the access log's, which are JSON lines already
+    (api.access), written as they are."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        if record.name == ACCESS_LOGGER:
+            return record.getMessage()
+        return super().format(record)
+
+
 class _EnqueueHandler(logging.handlers.QueueHandler):
     """Hands records to the listener as they are: formatting happens in its thread, not in
     the request's (the stock QueueHandler formats before enqueueing, for other processes)."""
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record
+
+
+ACCESS_LOGGER = access_logger.name
+
+
+def silence_streamlit_access_log() -> None:
+    """Streamlit's logger set-up gives `uvicorn.access` a console handler of its own, and
+    uvicorn writes its per-request access line whenever that logger has a handler, whatever
+    `--no-access-log` said (one more synchronous write per request, beside our JSON line).
+    Remove just that handler; one a user configured stays."""
+    access = logging.getLogger("uvicorn.access")
+    handler = getattr(access, "streamlit_console_handler", None)
+    if handler is not None:
+        access.removeHandler(handler)
 
 
 class LazyApp:

@@ -27,6 +27,8 @@ class ApiSettings(EnvSettings):
         minimum=0)
     rate_limit_burst: int = setting(100, "ML_RATE_LIMIT_BURST", "Token-bucket burst size.",
                                     minimum=1)
+    access_log: bool = setting(
+        True, "ML_ACCESS_LOG", "Write the JSON access log: one line per API request.")
     trusted_proxies: tuple[str, ...] = setting(
         (), "ML_TRUSTED_PROXIES",
         "Proxy addresses/CIDRs whose X-Forwarded-For is believed for rate limiting.")

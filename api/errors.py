@@ -8,6 +8,7 @@ from typing import Any
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
+from starlette.types import Receive, Scope, Send
 
 from api.encoding import schema_response
 from api.schemas import ErrorDetail, ErrorResponse
@@ -180,3 +181,12 @@ EXCEPTION_HANDLERS: dict[Any, Any] = {
     ClientDisconnect: handle_client_disconnect,
     Exception: handle_unexpected,
 }
+
+
+async def answer_error(scope: Scope, receive: Receive, send: Send, exc: Exception) -> None:
+    """Answer `exc` raised in a bare ASGI handler exactly as the app's exception handlers
+    answer it in a Starlette route (the handler of its nearest class)."""
+    handler = next(EXCEPTION_HANDLERS[kind] for kind in type(exc).__mro__
+                   if kind in EXCEPTION_HANDLERS)
+    response = await handler(Request(scope, receive), exc)
+    await response(scope, receive, send)

@@ -21,6 +21,7 @@ class HttpMetrics:
         self._by_status: dict[int, int] = {}
         self._by_route: dict[str, int] = {}
         self._latency = LatencyWindow()
+        self._children: dict[tuple[str, str, int], tuple[Any, Any]] = {}
         self.requests = Counter("http_requests_total", "HTTP requests by route and status",
                                 ["route", "method", "status"], registry=registry)
         self.request_latency = Histogram("http_request_duration_seconds",
@@ -44,8 +45,13 @@ class HttpMetrics:
                prediction: bool = True) -> None:
         """Count one finished request; probes (prediction=False) stay out of the JSON
         success rate and latency percentiles but are exported to Prometheus."""
-        self.requests.labels(route, method, str(status)).inc()
-        self.request_latency.labels(route, f"{status // 100}xx").observe(seconds)
+        children = self._children.get((route, method, status))
+        if children is None:  # labels() takes a lock and builds a key: once per combination
+            children = self._children[(route, method, status)] = (
+                self.requests.labels(route, method, str(status)),
+                self.request_latency.labels(route, f"{status // 100}xx"))
+        children[0].inc()
+        children[1].observe(seconds)
         if not prediction:
             return
         self._latency.add(seconds)

@@ -13,10 +13,11 @@ from typing import Any, TypeVar
 import msgspec
 from starlette.datastructures import UploadFile
 from starlette.requests import ClientDisconnect, Request
+from starlette.types import Receive, Scope
 
 from api import wire
 from api.errors import ApiError
-from api.middleware import uint
+from api.middleware import header, uint
 from api.service import Service
 from ml.errors import InvalidInput
 
@@ -33,22 +34,38 @@ def service_of(request: Request) -> Service:
     return service
 
 
-def media_type_of(request: Request) -> str:
-    return request.headers.get("content-type", "").split(";")[0].strip().lower()
+def media_type_of(scope: Scope) -> str:
+    return (header(scope, b"content-type") or "").split(";")[0].strip().lower()
 
 
 async def parse(request: Request, schema: type[T]) -> T:
     """The JSON body decoded as `schema`: 415, 400 or 422 otherwise."""
-    media_type = media_type_of(request)
+    return await parse_body(request.scope, await request.body(), schema, service_of(request))
+
+
+async def parse_body(scope: Scope, body: bytes, schema: type[T], service: Service) -> T:
+    """`body` (of the request `scope`) decoded as `schema`: 415, 400 or 422 otherwise."""
+    media_type = media_type_of(scope)
     if media_type != "application/json":
         raise ApiError(415, "unsupported_media_type",
                        f"send Content-Type: application/json (got {media_type or 'none'!r})")
-    body = await request.body()
     if len(body) <= LARGE_BODY:
         return decode(body, schema)
-    async with service_of(request).large_bodies:
+    async with service.large_bodies:
         await asyncio.sleep(0)  # whoever else is ready runs first
         return decode(body, schema)
+
+
+async def read_body(receive: Receive) -> bytes:
+    """The whole request body from an ASGI `receive`; ClientDisconnect if the client left."""
+    chunks = []
+    while True:
+        message = await receive()
+        if message["type"] == "http.disconnect":
+            raise ClientDisconnect
+        chunks.append(message.get("body", b""))
+        if not message.get("more_body", False):
+            return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 _DECODERS: dict[Any, msgspec.json.Decoder[Any]] = {}
@@ -95,10 +112,11 @@ def validation_error(message: str, prefix: str = "") -> ApiError:
                     details={"errors": [{"field": field, "message": text, "type": kind}]})
 
 
-def timeout_of(request: Request, service: Service) -> float:
+def timeout_of(request: Request | Scope, service: Service) -> float:
     """The request's deadline: X-Request-Timeout-Ms if sent (1 ms up to the configured
     maximum), else the engine's default."""
-    raw = request.headers.get(TIMEOUT_HEADER)
+    scope = request.scope if isinstance(request, Request) else request
+    raw = header(scope, TIMEOUT_HEADER.encode())
     if raw is None:
         return service.engine.settings.request_timeout_s
     limit_ms = int(service.settings.max_request_timeout_s * 1e3)
@@ -114,7 +132,7 @@ def timeout_of(request: Request, service: Service) -> float:
 
 async def read_query(request: Request, op: wire.Operation, service: Service) -> Any:
     """The model's query from a JSON body, or for models with files from multipart."""
-    if op.takes_files and media_type_of(request) == "multipart/form-data":
+    if op.takes_files and media_type_of(request.scope) == "multipart/form-data":
         return await query_from_form(request, op)
     body = await parse(request, op.request)
     if not op.takes_files:

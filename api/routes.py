@@ -7,20 +7,30 @@ from each model's query and result types (`api.wire`).
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 import msgspec
 from starlette.requests import Request
 from starlette.responses import HTMLResponse, Response
 from starlette.routing import Route
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from api import schemas, wire
 from api.encoding import json_response, schema_response
-from api.errors import ApiError
+from api.errors import ApiError, answer_error
 from api.metrics import metrics_body
+from api.middleware import Refusal
 from api.openapi import docs_html, openapi_spec
-from api.queries import parse, read_query, service_of, timeout_of, validation_error
+from api.queries import (
+    parse,
+    parse_body,
+    read_body,
+    read_query,
+    service_of,
+    timeout_of,
+    validation_error,
+)
 from api.service import Service
 from ml.engine import Served
 from ml.errors import InvalidInput, MLError
@@ -58,6 +68,38 @@ def predict_endpoint(op: wire.Operation) -> Endpoint:
         model = service.registry.loaded(op.name)
         return prediction_response(served, model.version if model else op.name)
     return endpoint
+
+
+def direct_routes(service: Service, ops: Sequence[wire.Operation | str]) -> dict[str, ASGIApp]:
+    """Bare ASGI handlers for the JSON-only predictions, by path: what `ApiMiddleware` calls
+    for their POSTs without Starlette's router, Request and Response (the hot path)."""
+    return {path: json_prediction(op, service) for op in ops
+            if isinstance(op, wire.Operation) and not op.takes_files for path in op.paths}
+
+
+def json_prediction(op: wire.Operation, service: Service) -> ASGIApp:
+    """`predict_endpoint`'s steps on the raw ASGI messages; errors answered by the same
+    handlers as everywhere else (`api.errors`)."""
+    async def app(scope: Scope, receive: Receive, send: Send) -> None:
+        try:
+            timeout = timeout_of(scope, service)
+            query = await parse_body(scope, await read_body(receive), op.request, service)
+            served = await service.engine.apredict(op.name, query, timeout_s=timeout)
+        except Refusal:
+            raise  # the middleware's own (a body over its limit, or too slow)
+        except Exception as exc:  # noqa: BLE001 - answered as the app's handlers would
+            await answer_error(scope, receive, send, exc)
+            return
+        model = service.registry.loaded(op.name)
+        body = wire.encode_prediction(served.result,
+                                      round(served.queue_ms + served.compute_ms, 4),
+                                      model.version if model else op.name)
+        await send({"type": "http.response.start", "status": 200, "headers": [
+            (b"content-type", b"application/json"),
+            (b"content-length", str(len(body)).encode()),
+            (b"server-timing", server_timing(served).encode())]})
+        await send({"type": "http.response.body", "body": body})
+    return app
 
 
 def unavailable_endpoint(name: str) -> Endpoint:

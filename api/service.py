@@ -15,6 +15,7 @@ from typing import Any, Literal
 
 import psutil
 
+from api.access import AccessLog
 from api.config import ApiSettings
 from api.fetch import ImageFetcher
 from api.metrics import HttpMetrics
@@ -48,6 +49,7 @@ class Service:
         self.registry: Registry = engine.registry
         self.metrics = engine.metrics
         self.http_metrics = HttpMetrics.of(engine.metrics)
+        self.access = AccessLog(enabled=settings.access_log)
         # an engine passed in may be shared (with the UI pages); one made for us is ours
         self._owns_engine = owns_engine
         self.fetcher = fetcher or ImageFetcher(
@@ -117,6 +119,7 @@ class Service:
     async def stop(self) -> None:
         """Refuse readiness, let a running warm-up finish, release the fetcher's connections."""
         self.draining = True
+        self.access.flush()
         loop = asyncio.get_running_loop()
         if self._warmup_thread is not None:
             await loop.run_in_executor(None, self._warmup_thread.join, 60.0)

@@ -258,3 +258,38 @@ def test_overload_is_refused_fast_and_the_server_recovers(settings: Settings, re
             assert response.status_code == 200
             assert response.json()["predictions"][0]["label"] == "espresso"
             assert time.monotonic() - started < 5.0
+
+
+def test_every_request_under_load_is_logged_and_counted_once(settings: Settings, registry,  # type: ignore[no-untyped-def]
+                                                             tmp_path: Path) -> None:
+    """The access log is written in batches and the metrics without locks on the hot path:
+    under load, the one process still logs and counts each request exactly once, and
+    uvicorn's own access line (which Streamlit's logging set-up used to switch on) is
+    absent."""
+    import json
+
+    from benchmarks.load import http_load
+
+    registry.warmup()
+    env = {"ML_CACHE_DIR": str(settings.cache_dir), "ML_DEVICE": "cpu",
+           "ML_RATE_LIMIT_PER_SECOND": "0", "ML_CACHE_ENTRIES": "0"}
+    route = "/api/predict/sentiment"
+    with running("one-process", env, tmp_path) as server:
+        load = http_load(server.url, route, [b'{"text": "fine"}', b'{"text": ""}'],
+                         concurrency=16, requests=3000, seconds=60)
+        assert load.count == 3000 and set(load.statuses) == {200, 422}
+        by_route = httpx.get(f"{server.url}/metrics", timeout=10).json()["requests"]
+        assert by_route["by_route"][route] == 3000
+        prometheus = httpx.get(f"{server.url}/metrics/prometheus", timeout=10).text
+        for status, count in load.statuses.items():
+            line = (f'http_requests_total{{method="POST",route="{route}",'
+                    f'status="{status}"}} {count:.1f}')
+            assert line in prometheus, status
+        assert server.stop() in (0, -15)  # the access log's last batch goes out on shutdown
+    log = server.log.read_text()
+    lines = [json.loads(x) for x in log.splitlines() if x.startswith('{"event":"request"')]
+    served = [x for x in lines if x["path"] == route]
+    assert len(served) == 3000
+    assert len({x["request_id"] for x in served}) == 3000
+    assert {s: sum(x["status"] == s for x in served) for s in (200, 422)} == load.statuses
+    assert f'"POST {route} HTTP/1.1"' not in log  # no uvicorn access line beside ours

@@ -12,7 +12,7 @@ import pytest
 
 from api.app import create_app
 from api.errors import MAX_MESSAGE_CHARS, bounded
-from api.middleware import AuthMiddleware
+from api.middleware import Auth
 from api.ratelimit import TokenBuckets, client_address, networks
 from ml.registry import Registry
 from tests.api.conftest import service_for
@@ -75,11 +75,10 @@ def test_keys_are_compared_in_constant_time_against_every_key() -> None:
         calls.append((a, b))
         return a == b
 
-    auth = AuthMiddleware(app=None, keys=("k-one", "k-two", "k-three"),  # type: ignore[arg-type]
-                          compare=recording)
+    auth = Auth(keys=("k-one", "k-two", "k-three"), compare=recording)
     assert auth.matches(b"k-one")
     assert [b for _, b in calls] == [b"k-one", b"k-two", b"k-three"]  # no early exit
-    assert AuthMiddleware(app=None, keys=("k",)).compare.__name__ == "compare_digest"  # type: ignore[arg-type]
+    assert Auth(keys=("k",)).compare.__name__ == "compare_digest"
 
 
 def test_no_redirect_is_built_from_the_host_header(client) -> None:  # type: ignore[no-untyped-def]

@@ -437,14 +437,13 @@ def test_rate_limit_ignores_spoofed_forwarded_for(make_client) -> None:  # type:
 ])
 def test_forwarded_for_is_believed_only_from_trusted_proxies(peer: str, forwarded: str,
                                                              expected: str) -> None:
-    from api.middleware import RateLimitMiddleware
-    from api.ratelimit import TokenBuckets
+    from api.middleware import RateLimit
+    from api.ratelimit import client_address, networks
 
-    middleware = RateLimitMiddleware(app=None, buckets=TokenBuckets(1.0, 1),  # type: ignore[arg-type]
-                                     trusted_proxies=("10.0.0.0/8",))
     headers = [(b"x-forwarded-for", forwarded.encode())] if forwarded else []
     scope = {"type": "http", "client": (peer, 1234), "headers": headers, "state": {}}
-    assert middleware.client_of(scope) == expected
+    client = client_address(scope, networks(("10.0.0.0/8",)))
+    assert RateLimit.client_of(scope, client) == expected
 
 
 # -- failures ---------------------------------------------------------------------------------
