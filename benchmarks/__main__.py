@@ -1,8 +1,8 @@
 """`python -m benchmarks inprocess|run|reliability [options]`.
 
 inprocess: each model's in-process latency. run: every call path side by side (in-process,
-HTTP to the one process, microservice hop), results in benchmarks/results/ and, for a full
-run, BENCHMARKS.md."""
+HTTP to the one process, microservice hop, and the pinned HTTP floor comparison), results in
+benchmarks/results/ and, for a full run, BENCHMARKS.md. pinned: the floor comparison alone."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ RESULTS = Path(__file__).resolve().parent / "results"
 def main(argv: Sequence[str] | None = None) -> int:
     """Parse arguments, run the chosen benchmark, write JSON, print a summary."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("benchmark", choices=["inprocess", "run", "reliability"])
+    parser.add_argument("benchmark", choices=["inprocess", "run", "pinned", "reliability"])
     parser.add_argument("--quick", action="store_true", help="few iterations (for tests)")
     parser.add_argument("--out", type=Path, default=RESULTS, help="results directory")
     parser.add_argument("--models", nargs="+", default=list(harness.MODELS),
@@ -44,6 +44,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.benchmark == "run":
         return run_harness(args)
+    if args.benchmark == "pinned":
+        return run_pinned(args)
 
     from benchmarks import inprocess
 
@@ -82,6 +84,22 @@ def run_harness(args: argparse.Namespace) -> int:
         markdown_path.write_text(report.markdown(record), encoding="utf-8")
         print(f"written: {markdown_path}")
     print(f"written: {args.out / f'{stem}.json'} and .csv")
+    return 0
+
+
+def run_pinned(args: argparse.Namespace) -> int:
+    """The HTTP path against the floor alone (also part of `run`); JSON in results/."""
+    from benchmarks import pinned
+
+    before = machine_info()
+    results = pinned.run(Settings.from_env(), quick=args.quick)
+    record = {"benchmark": "pinned", "quick": args.quick, "machine": before,
+              "load_after": machine_info()["load_average"], "results": results}
+    args.out.mkdir(parents=True, exist_ok=True)
+    path = args.out / f"pinned{'-quick' if args.quick else ''}.json"
+    path.write_text(json.dumps(record, indent=2) + "\n", encoding="utf-8")
+    print("\n".join(report.pinned_section(results)))
+    print(f"written: {path}")
     return 0
 
 

@@ -20,12 +20,14 @@ from typing import Any
 import httpx
 
 from api import wire
+from benchmarks import pinned
 from benchmarks.load import LoadResult, http_load, inprocess_load, wrk_load, wrk_version
 from benchmarks.services import Server, running
 from benchmarks.stats import summarize
 from ml.config import Settings
 from ml.contract import call
 from ml.registry import Registry
+from ml.threads import single_threaded_blas
 
 MODELS = ("sentiment", "image", "recommender")  # the default plan: the built-in models
 PATHS = ("in-process", "http", "http-unbatched", "hop", "fastapi-peer")
@@ -48,6 +50,7 @@ class Plan:
     paths: tuple[str, ...] = PATHS
     workers: tuple[int, ...] = (1, 2)  # API-only multi-worker scaling; () skips it
     device: str = "cpu"  # the image model's device in every server and in-process ("cuda")
+    pinned: bool = True  # the HTTP path against the floor, server and wrk on their own cores
 
     def levels(self, heavy: bool) -> tuple[int, ...]:
         """Concurrency levels: a model with heavy per-request work (decoding an image) is
@@ -143,6 +146,7 @@ def run(plan: Plan, settings: Settings | None = None,
         progress: Callable[[str], None] = print) -> dict[str, Any]:
     """Measure everything the plan asks for; returns the result tree."""
     settings = settings or Settings.from_env()
+    single_threaded_blas()  # in-process runs as a serving process does (ml.threads)
     registry = Registry(settings.replace(models=plan.models, device=plan.device))
     registry.warmup()
     inputs = Inputs(registry)
@@ -189,6 +193,10 @@ def run(plan: Plan, settings: Settings | None = None,
         results["memory"] = memory(servers["servers"])
     if plan.workers:
         results["workers"] = workers_scaling(plan, settings, inputs, progress)
+    if plan.pinned and "sentiment" in plan.models:
+        configs = ("floor", "one-process") if plan.quick else tuple(pinned.CONFIGS)
+        results["pinned"] = pinned.run(settings, quick=plan.quick, configs=configs,
+                                       progress=progress)
     results["ratios"] = ratios(results)
     results["targets"] = targets(results)
     return results
@@ -287,6 +295,21 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     value = results.get("workers", {}).get("two_over_one")
     add("API-only sentiment c=32 requests/s, 2 workers / 1", value, ">= 1.6",
         None if value is None else value >= 1.6)
+    floor = results.get("pinned", {}).get("configs", {})
+    one, api = floor.get("one-process", {}), floor.get("api-only", {})
+    value = one.get("rps_over_floor")
+    add("sentiment c=32 requests/s, one process (every feature on) / HTTP floor", value,
+        ">= 0.20", None if value is None else value >= 0.20)
+    value = one.get("p50_over_floor")
+    add("sentiment c=1 p50, one process / HTTP floor", value, "<= 2.5",
+        None if value is None else value <= 2.5)
+    value = ratio(api.get("rps"), one.get("rps"))
+    add("sentiment c=32 requests/s, API-only / one process", value, "0.85 to 1.15",
+        None if value is None else 0.85 <= value <= 1.15)
+    value = one.get("errors")
+    add("non-2xx answers in the pinned runs (every configuration)",
+        None if not floor else sum(c.get("errors", 0) for c in floor.values()), "0",
+        None if value is None else not any(c.get("errors") for c in floor.values()))
     return rows
 
 

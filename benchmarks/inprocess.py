@@ -22,10 +22,13 @@ def timed(fn: Callable[[Any], object], inputs: Sequence[Any], repeat: int) -> li
 
 
 def run(registry: Registry, *, quick: bool = False) -> dict[str, Any]:
-    """Measure every model in-process; returns the result tree."""
+    """Measure every model in-process, as a serving process runs them (one BLAS thread:
+    ml.threads); returns the result tree."""
     from ml.samples import sample_photos
     from ml.sentiment_training import load_corpus
+    from ml.threads import single_threaded_blas
 
+    single_threaded_blas()
     n = 300 if quick else 5000
     results: dict[str, Any] = {}
 

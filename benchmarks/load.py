@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import resource
 import shutil
 import subprocess
@@ -180,7 +181,7 @@ def inprocess_load(call: Callable[[Any], object], inputs: Sequence[Any], *, conc
 # percentiles from wrk's own latency histogram (microseconds) and its error counts.
 _WRK_SCRIPT = """
 local bodies = {%(bodies)s}
-local headers = {["Content-Type"] = "application/json"}
+local headers = {["Content-Type"] = "application/json"%(headers)s}
 local i = 0
 request = function()
   i = i + 1
@@ -207,6 +208,15 @@ def _lua_string(data: bytes) -> str:
     return f"[{'=' * level}[{text}]{'=' * level}]"
 
 
+def pinned(cpus: str | None) -> list[str]:
+    """The command prefix that runs a process on `cpus` only ("0", "1"): `taskset -c`,
+    where the machine has those cores and taskset; nothing otherwise."""
+    if cpus is None or shutil.which("taskset") is None:
+        return []
+    wanted = {int(c) for c in cpus.split(",")}
+    return ["taskset", "-c", cpus] if wanted <= os.sched_getaffinity(0) else []
+
+
 def wrk_version() -> str | None:
     """wrk's version string, or None where it is not installed."""
     wrk = shutil.which("wrk")
@@ -219,7 +229,8 @@ def wrk_version() -> str | None:
 
 
 def wrk_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
-             seconds: float) -> dict[str, Any]:
+             seconds: float, headers: Mapping[str, str] | None = None,
+             cpus: str | None = None) -> dict[str, Any]:
     """POST `bodies` (cycled) for `seconds` over `concurrency` keep-alive connections from
     one wrk thread; a summary shaped like `stats.summarize` plus throughput and errors.
 
@@ -230,14 +241,16 @@ def wrk_load(url: str, path: str, bodies: Sequence[bytes], *, concurrency: int,
     if wrk is None:
         raise FileNotFoundError("wrk is not installed (apt-get install wrk)")
     seconds = min(seconds, MAX_SECONDS)
+    extra = "".join(f", [ {_lua_string(k.encode())} ] = {_lua_string(v.encode())}"
+                    for k, v in (headers or {}).items())
     script = _WRK_SCRIPT % {"bodies": ", ".join(_lua_string(b) for b in bodies),
-                            "path": _lua_string(path.encode())}
+                            "path": _lua_string(path.encode()), "headers": extra}
     with tempfile.NamedTemporaryFile("w", suffix=".lua") as lua:
         lua.write(script)
         lua.flush()
         before = resource.getrusage(resource.RUSAGE_CHILDREN)
         done = subprocess.run(
-            [wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
+            [*pinned(cpus), wrk, "-t1", f"-c{concurrency}", f"-d{max(1, round(seconds))}s",
              "--timeout", "10s", "-s", lua.name, url],
             capture_output=True, text=True, timeout=seconds + 30, check=False)
         after = resource.getrusage(resource.RUSAGE_CHILDREN)

@@ -130,6 +130,7 @@ def markdown(record: dict[str, Any]) -> str:
             per_round = ", ".join(f"{r:.2f}" for r in workers.get("round_ratios", []))
             lines += ["", f"2 workers / 1 worker: **{workers['two_over_one']}x**, the median "
                           f"of the rounds' ratios ({per_round})."]
+    lines += pinned_section(results.get("pinned", {}))
     memory = results.get("memory", {})
     if memory.get("peak_rss_mb"):
         lines += ["", "## Memory (peak RSS per process, MiB)", "", "| process | peak RSS |",
@@ -143,6 +144,32 @@ def markdown(record: dict[str, Any]) -> str:
                           f"**{memory['microservices_total_mb']:.0f} MiB** in total "
                           f"(ratio {memory['single_over_split']:.2f})."]
     return "\n".join(lines) + "\n"
+
+
+def pinned_section(found: dict[str, Any]) -> list[str]:
+    """The HTTP path against the floor, and what each production feature costs."""
+    configs = found.get("configs", {})
+    if not configs:
+        return []
+    where = ("server on core 0 (`taskset -c 0`), wrk on core 1" if found.get("pinned")
+             else "not pinned (fewer than two cores)")
+    lines = ["", "## The HTTP path against the floor (sentiment, cache off)", "",
+             f"{where}; every server up at once, measured in alternating rounds; medians "
+             "over rounds, ratios taken within each round (benchmarks/pinned.py). The floor "
+             "is a bare ASGI app on the same uvicorn flags that reads and parses the body "
+             "and answers a constant. CPU/request is the server's own CPU time per answered "
+             "request at concurrency 32.", "",
+             "| configuration | c=32 req/s | / floor | c=32 p99 ms | c=1 p50 ms | / floor "
+             "| CPU us/request | feature's cost (gain when off) | non-2xx |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for name, c in configs.items():
+        gain = c.get("gain_when_off")
+        lines.append(
+            f"| {name}: {c['what']} | {c['rps']:.0f} | {c.get('rps_over_floor', '-')} | "
+            f"{c['p99_ms']:.2f} | {c['c1_p50_ms']:.3f} | {c.get('p50_over_floor', '-')} | "
+            f"{c['cpu_us_per_request']} | "
+            f"{'-' if gain is None else f'{gain:+.1%}'} | {c['errors']} |")
+    return lines
 
 
 def targets_table(rows: list[dict[str, Any]]) -> list[str]:

@@ -16,6 +16,8 @@ from pathlib import Path
 
 import httpx
 
+from benchmarks.load import pinned
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -95,6 +97,9 @@ def command(mode: str, port: int) -> list[str]:
         workers = mode.rsplit("-", 1)[1] if mode != "api" else "1"
         return [sys.executable, "-m", "api.workers", "--host", "127.0.0.1", "--port",
                 str(port), "--workers", workers, *SERVING_FLAGS]
+    if mode == "floor":  # the HTTP floor: a bare ASGI app under the same flags
+        return [sys.executable, "-m", "uvicorn", "benchmarks.floor:app", "--host",
+                "127.0.0.1", "--port", str(port), *SERVING_FLAGS]
     if mode == "one-process":  # what `make run` runs
         return [sys.executable, "-m", "uvicorn", "server:app", "--host", "127.0.0.1",
                 "--port", str(port), *SERVING_FLAGS]
@@ -117,13 +122,15 @@ def command_env(mode: str) -> dict[str, str]:
 
 @contextmanager
 def running(mode: str, env: Mapping[str, str], log_dir: Path,
-            ready_timeout: float = 180.0) -> Iterator[Server]:
-    """A server of `mode` with extra `env`, ready (warmed up) before it is yielded."""
+            ready_timeout: float = 180.0, cpus: str | None = None) -> Iterator[Server]:
+    """A server of `mode` with extra `env`, ready (warmed up) before it is yielded; pinned
+    to `cpus` ("0") where the machine allows (benchmarks.load.pinned)."""
     port = free_port()
     log = log_dir / f"{mode}-{port}.log"
     full_env = {**os.environ, "PYTHONPATH": str(ROOT), **env, **command_env(mode)}
     with open(log, "wb") as out:
-        process = subprocess.Popen(command(mode, port), cwd=ROOT, env=full_env, stdout=out,
+        process = subprocess.Popen([*pinned(cpus), *command(mode, port)], cwd=ROOT,
+                                   env=full_env, stdout=out,
                                    stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
@@ -131,7 +138,7 @@ def running(mode: str, env: Mapping[str, str], log_dir: Path,
         while True:
             if process.poll() is not None:
                 raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
-            probe = "/_stcore/health" if mode == "ui-only" else "/health/ready"
+            probe = {"ui-only": "/_stcore/health", "floor": "/"}.get(mode, "/health/ready")
             # several workers share the port: wait until fresh connections keep finding
             # ready ones
             needed = 20 if mode.startswith("api-workers-") else 1

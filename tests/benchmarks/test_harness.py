@@ -55,8 +55,15 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     workers = record["results"]["workers"]
     assert workers["1"]["n"] > 0 and workers["2"]["n"] > 0 and workers["two_over_one"] > 0
     assert workers["1"]["errors"] == workers["2"]["errors"] == 0
+    floor = record["results"]["pinned"]["configs"]
+    assert set(floor) == {"floor", "one-process"}
+    assert floor["one-process"]["rps_over_floor"] > 0 and floor["one-process"]["errors"] == 0
+    assert floor["one-process"]["cpu_us_per_request"] > floor["floor"]["cpu_us_per_request"]
     targets = record["results"]["targets"]
-    assert len(targets) == 7 and all(t["value"] is not None for t in targets)
+    # every target has a figure but the API-only one, which quick mode does not measure
+    assert len(targets) == 11
+    assert [t["target"] for t in targets if t["value"] is None] == [
+        "sentiment c=32 requests/s, API-only / one process"]
     with (tmp_path / "harness-quick.csv").open() as handle:
         rows = list(csv.DictReader(handle))
     # per path, sentiment and recommender at c=1/8/32 and image at c=1/16; the peer serves
@@ -64,7 +71,7 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     assert len(rows) == 3 * (3 + 2 + 3) + 3 + (3 + 2)
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Targets", "Latency at concurrency 1", "Throughput under concurrency",
-                    "Ratios", "1,000 texts", "Memory", "worker processes"):
+                    "Ratios", "1,000 texts", "Memory", "worker processes", "against the floor"):
         assert heading in markdown
 
 
