@@ -4,6 +4,7 @@ pages can be narrowed and put behind a password."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -94,16 +95,25 @@ def test_a_run_belongs_to_the_session_that_started_it() -> None:
     owner.slider[0].set_value(20)  # outlasts the visitor's page load; stopped below
     owner.button[0].click().run()
     run = owner.session_state["benchmark_run"]
+    # the owner's page stays open meanwhile: in a browser its fragment keeps the run alive
+    shown = threading.Event()
+
+    def owner_page_open() -> None:
+        while not shown.wait(0.5):
+            run.heartbeat()
+
+    threading.Thread(target=owner_page_open, daemon=True).start()
     try:
         visitor = AppTest.from_file(str(ROOT / "views" / "benchmarks.py"), default_timeout=90)
         visitor.run()
         assert "benchmark_run" not in visitor.session_state
-        assert "Another visitor's run" in " ".join(i.value for i in visitor.info)
+        assert "Another visitor's run" in " ".join(i.value for i in visitor.info), run.state
         assert visitor.button[0].disabled  # the form's Run button
         assert not [b for b in visitor.button if b.label == "Stop"]
         owner.run()
         assert [b for b in owner.button if b.label == "Stop"]
     finally:
+        shown.set()
         run.stop()
         wait_done(run)
 
