@@ -279,38 +279,47 @@ def _dispatch(name: str, predict: Callable[[list[T]], Sequence[R]], batch: list[
     if not live:
         return
     waits = [now - job.enqueued for job in live]
-    started = time.perf_counter()
-    try:
-        results = list(predict([job.item for job in live]))
-        if len(results) != len(live):
-            raise RuntimeError(f"{name} returned {len(results)} results for {len(live)} inputs")
-    except Exception:  # noqa: BLE001 - isolate the failing items below
-        compute = _one_by_one(predict, live, waits)
-    else:
-        compute = time.perf_counter() - started
-        if computed is not None:
-            computed()
-        for job, wait, result in zip(live, waits, results, strict=True):
-            _stamp(job.future, wait, compute, len(live))
+    outcomes, compute = vectorised(name, predict, [job.item for job in live])
+    if computed is not None and all(size == len(live) for _, _, size in outcomes):
+        computed()
+    for job, wait, (result, seconds, size) in zip(live, waits, outcomes, strict=True):
+        if isinstance(result, Failed):
+            job.future.set_exception(result.error)
+        else:
+            _stamp(job.future, wait, seconds, size)
             job.future.set_result(result)
     if observer is not None:
         observer(name, waits, compute, len(live))
 
 
-def _one_by_one(predict: Callable[[list[T]], Sequence[R]], jobs: list[_Job[T, R]],
-                waits: list[float]) -> float:
-    """A batch failed: rerun each item alone so one bad item fails only itself."""
+@dataclass(frozen=True)
+class Failed:
+    """An item's error, in place of its result."""
+
+    error: Exception
+
+
+def vectorised(name: str, predict: Callable[[list[T]], Sequence[R]], items: list[T]
+               ) -> tuple[list[tuple[R | Failed, float, int]], float]:
+    """`items` as one model call; if that call fails, each item alone, so that a bad item
+    fails only itself. Returns each item's (result or Failed, compute seconds of the call
+    that made it, items in that call) and the compute time of it all."""
     started = time.perf_counter()
-    for job, wait in zip(jobs, waits, strict=True):
-        one = time.perf_counter()
-        try:
-            result = predict([job.item])[0]
-        except Exception as exc:  # noqa: BLE001 - delivered to its caller, not raised here
-            job.future.set_exception(exc)
-        else:
-            _stamp(job.future, wait, time.perf_counter() - one, 1)
-            job.future.set_result(result)
-    return time.perf_counter() - started
+    try:
+        results = list(predict(items))
+        if len(results) != len(items):
+            raise RuntimeError(f"{name} returned {len(results)} results for {len(items)} inputs")
+    except Exception:  # noqa: BLE001 - isolate the failing items below
+        outcomes: list[tuple[R | Failed, float, int]] = []
+        for item in items:
+            one = time.perf_counter()
+            try:
+                outcomes.append((predict([item])[0], time.perf_counter() - one, 1))
+            except Exception as exc:  # noqa: BLE001 - delivered to its caller, not raised
+                outcomes.append((Failed(exc), time.perf_counter() - one, 1))
+        return outcomes, time.perf_counter() - started
+    compute = time.perf_counter() - started
+    return [(result, compute, len(items)) for result in results], compute
 
 
 def _stamp(future: Timed[R], wait: float, compute: float, size: int) -> None:

@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Sequence
 from typing import Any, Generic, TypeVar
 
-from ml.batching import Observer
+from ml.batching import Failed, Observer, vectorised
 from ml.errors import DeadlineExceeded, Overloaded
 
 T = TypeVar("T")
@@ -119,32 +119,13 @@ class LoopBatcher(Generic[T, R]):
         if not live:
             return
         waits = [now - enqueued for _, _, enqueued, _ in live]
-        started = time.perf_counter()
-        try:
-            results = list(self.predict([item for item, _, _, _ in live]))
-            if len(results) != len(live):
-                raise RuntimeError(f"{self.name} returned {len(results)} results for "
-                                   f"{len(live)} inputs")
-        except Exception:  # noqa: BLE001 - isolate the failing items below
-            compute = self._one_by_one(live, waits)
-        else:
-            compute = time.perf_counter() - started
-            for (_, future, _, _), wait, result in zip(live, waits, results, strict=True):
-                future.set_result((result, wait, compute, len(live)))
+        outcomes, compute = vectorised(self.name, self.predict, [item for item, _, _, _ in live])
+        for (_, future, _, _), wait, (result, seconds, size) in zip(live, waits, outcomes,
+                                                                     strict=True):
+            if isinstance(result, Failed):
+                future.set_exception(result.error)
+            else:
+                future.set_result((result, wait, seconds, size))
         self.cost.add(compute, len(live))
         if self.observer is not None:
             self.observer(self.name, waits, compute, len(live))
-
-    def _one_by_one(self, jobs: list[tuple[T, asyncio.Future[Outcome], float, float | None]],
-                    waits: list[float]) -> float:
-        """A call failed: run each item alone so one bad item fails only itself."""
-        started = time.perf_counter()
-        for (item, future, _, _), wait in zip(jobs, waits, strict=True):
-            one = time.perf_counter()
-            try:
-                result = self.predict([item])[0]
-            except Exception as exc:  # noqa: BLE001 - delivered to its caller
-                future.set_exception(exc)
-            else:
-                future.set_result((result, wait, time.perf_counter() - one, 1))
-        return time.perf_counter() - started
