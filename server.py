@@ -22,14 +22,17 @@ from api.middleware import is_api
 from api.ratelimit import default_buckets
 from api.service import Service
 from api.ui import UiGuard
+from benchmarks import live
 from ml.engine import default_engine
 
 # One registry, one engine (batchers, caches) and one set of rate-limit buckets, shared by
-# the pages and the API.
+# the pages and the API. The benchmarks page's own measurement traffic is not rate-limited:
+# it carries a per-run secret that only this process knows, accepted while that run lasts.
 settings = ApiSettings.from_env()
 service = Service(settings, default_engine(),
                   rate_limits=default_buckets(settings.rate_limit_per_second,
-                                              settings.rate_limit_burst))
+                                              settings.rate_limit_burst),
+                  rate_limit_exempt=live.measuring)
 api = create_app(service=service)
 
 # The API app answers its own paths (with its own middleware, errors and 404/405s), mounted

@@ -47,7 +47,7 @@ def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Mid
         body=BodyLimit(settings.max_json_body_bytes, settings.body_timeout_s, with_files),
         auth=Auth(settings.api_keys, failure_rate=settings.auth_failures_per_minute / 60,
                   failure_burst=settings.auth_failure_burst),
-        rate_limit=RateLimit(service.rate_limits),
+        rate_limit=RateLimit(service.rate_limits, service.rate_limit_exempt),
         direct=direct_routes(service, ops)))
     return stack
 

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from typing import Any, Literal
 
 import psutil
+from starlette.types import Scope
 
 from api.access import AccessLog
 from api.config import ApiSettings
@@ -43,7 +44,8 @@ class Service:
 
     def __init__(self, settings: ApiSettings, engine: Engine, *, owns_engine: bool = False,
                  fetcher: ImageFetcher | None = None,
-                 rate_limits: TokenBuckets | None = None) -> None:
+                 rate_limits: TokenBuckets | None = None,
+                 rate_limit_exempt: Callable[[Scope], bool] | None = None) -> None:
         self.settings = settings
         self.engine = engine
         self.registry: Registry = engine.registry
@@ -59,6 +61,7 @@ class Service:
         # per API key or client; in the one process the UI pages spend from the same buckets
         self.rate_limits = rate_limits or TokenBuckets(settings.rate_limit_per_second,
                                                        settings.rate_limit_burst)
+        self.rate_limit_exempt = rate_limit_exempt  # requests that spend no token (see RateLimit)
         self.started = time.time()
         self.warmed = threading.Event()
         self.draining = False

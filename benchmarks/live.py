@@ -4,6 +4,11 @@ thread, stopping by themselves when nobody is watching.
 A run belongs to the page session that started it (the page keeps it in its session
 state); others only learn that a run is going. Its HTTP paths go to this very process's
 API, found from the process's own listening socket, never from a request's headers.
+
+Every path computes every answer: the prediction cache is off for the run (in this process
+and in the hop's model server) and all paths send the same inputs. The run's own requests
+are not rate-limited: they carry a secret made for the run, known only to this process and
+its load child, which the API's rate limiter accepts (`measuring`) only while the run lasts.
 """
 
 from __future__ import annotations
@@ -12,6 +17,7 @@ import contextlib
 import hmac
 import json
 import os
+import secrets
 import subprocess
 import sys
 import tempfile
@@ -23,10 +29,12 @@ from pathlib import Path
 from typing import Any, Literal
 
 import numpy as np
+from starlette.types import Scope
 
 from api.config import ApiSettings
 from benchmarks.load import LoadResult, inprocess_load
 from benchmarks.services import running
+from ml.engine import Engine
 from ml.registry import Registry
 
 PATHS = ("in-process", "http", "hop")
@@ -35,6 +43,7 @@ PATH_LABELS = {"in-process": "in-process", "http": "HTTP (this server)",
 MAX_SECONDS = 30.0
 MAX_CONCURRENCY = 32
 IDLE_STOP_S = 5.0
+RUN_HEADER = "x-benchmark-run"  # the run's secret, sent by its load child
 State = Literal["starting", "running", "done", "stopped", "failed"]
 
 
@@ -55,6 +64,7 @@ class LiveRun:
     samples: dict[str, list[tuple[float, float]]] = field(default_factory=dict)
     results: dict[str, LoadResult] = field(default_factory=dict)
     last_seen: float = field(default_factory=time.monotonic)
+    token: str = field(default_factory=lambda: secrets.token_urlsafe(32), repr=False)
     _stop: threading.Event = field(default_factory=threading.Event)
 
     @property
@@ -78,8 +88,24 @@ class LiveRun:
         idle = time.monotonic() - self.last_seen > IDLE_STOP_S
         return self._stop.is_set() or idle
 
+    def failures(self) -> dict[str, dict[str, int]]:
+        """Per path that had any: what went wrong and how often ("HTTP 429": 3903, ...)."""
+        out: dict[str, dict[str, int]] = {}
+        for path in self.paths:
+            result = self.results.get(path)
+            if result is None or not result.errors:
+                continue
+            found = {f"HTTP {status}": count for status, count in sorted(result.statuses.items())
+                     if not 200 <= status < 300}
+            other = result.errors - sum(found.values())
+            if other > 0:
+                found["connection error" if path != "in-process" else "exception"] = other
+            out[PATH_LABELS[path]] = found
+        return out
+
     def summary(self) -> list[dict[str, Any]]:
-        """Per path: count, throughput, avg/p50/p95/p99 (ms) and the ratio to in-process."""
+        """Per path: count, throughput, avg/p50/p95/p99 (ms) and, when no request failed,
+        the ratio to in-process (a run with errors measured something else)."""
         rows: list[dict[str, Any]] = []
         for path in self.paths:
             latencies = np.array([lat for _, lat in self.samples.get(path, [])]) * 1e3
@@ -94,6 +120,8 @@ class LiveRun:
                          "p50 ms": round(float(p50), 3), "p95 ms": round(float(p95), 3),
                          "p99 ms": round(float(p99), 3),
                          "errors": result.errors if result else 0})
+        if self.failures():
+            return rows
         base = next((r["p50 ms"] for r in rows if r["path"] == PATH_LABELS["in-process"]), None)
         for row in rows:
             row["vs in-process (p50)"] = f"{row['p50 ms'] / base:.1f}x" if base else "-"
@@ -114,10 +142,24 @@ def active_run() -> LiveRun | None:
     return run if run is not None and run.active else None
 
 
+def measuring(scope: Scope) -> bool:
+    """Whether a request is the active run's own measurement traffic: it carries the run's
+    secret, and the run is still going (a token from a finished run is worth nothing)."""
+    run = _active
+    if run is None or not run.active:
+        return False
+    wanted = RUN_HEADER.encode()
+    for name, value in scope.get("headers", ()):
+        if name == wanted:
+            return hmac.compare_digest(value, run.token.encode())
+    return False
+
+
 def start(registry: Registry, *, model: str, paths: tuple[str, ...], concurrency: int,
           seconds: float, base_url: str | None,
-          headers: dict[str, str] | None = None) -> LiveRun:
-    """Start a bounded run in the background; RunInProgress if one is going."""
+          headers: dict[str, str] | None = None, engine: Engine | None = None) -> LiveRun:
+    """Start a bounded run in the background; RunInProgress if one is going. `engine` is
+    the one the HTTP path is served by: its cache for the model is off during the run."""
     global _active
     if model not in registry.names() or not paths or any(p not in PATHS for p in paths):
         raise ValueError("unknown model or call path")
@@ -129,15 +171,17 @@ def start(registry: Registry, *, model: str, paths: tuple[str, ...], concurrency
         if active_run() is not None:
             raise RunInProgress("a benchmark run is already going; wait for it to finish")
         _active = run
-    threading.Thread(target=_execute, args=(run, registry), name="live-benchmark",
+    threading.Thread(target=_execute, args=(run, registry, engine), name="live-benchmark",
                      daemon=True).start()
     return run
 
 
-def _execute(run: LiveRun, registry: Registry) -> None:
+def _execute(run: LiveRun, registry: Registry, engine: Engine | None) -> None:
     try:
         inputs = _inputs(registry, run.model)
-        with _hop(run, registry) as hop_url:
+        no_cache = (engine.cache(run.model).paused() if engine is not None
+                    else contextlib.nullcontext())
+        with no_cache, _hop(run, registry) as hop_url:
             run.state = "running"
             for path in run.paths:
                 if run.stopping():
@@ -158,15 +202,17 @@ def _execute(run: LiveRun, registry: Registry) -> None:
                     if url is None:
                         continue
                     route = f"/api/predict/{run.model}"
+                    secret = {RUN_HEADER: run.token} if path == "http" else {}
                     run.results[path] = _http_in_child(run, url, route, inputs["bodies"],
-                                                       on_sample)
+                                                       on_sample, secret)
         run.state = "stopped" if run.stopping() else "done"
     except Exception as exc:  # noqa: BLE001 - reported on the page, never raised into it
         run.state, run.message = "failed", f"{type(exc).__name__}: {exc}"
 
 
 def _http_in_child(run: LiveRun, url: str, route: str, bodies: list[bytes],
-                   on_sample: Callable[[float, float], None]) -> LoadResult:
+                   on_sample: Callable[[float, float], None],
+                   secret: dict[str, str]) -> LoadResult:
     """HTTP load from a child process: a client thread inside the measured server would
     fight it for the GIL and inflate its latencies."""
     with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as handle:
@@ -174,7 +220,7 @@ def _http_in_child(run: LiveRun, url: str, route: str, bodies: list[bytes],
     command = [sys.executable, "-m", "benchmarks.loadgen", url, route, handle.name,
                "--concurrency", str(run.concurrency), "--seconds", str(run.seconds)]
     result = LoadResult()
-    env = {**os.environ, "LOADGEN_HEADERS": json.dumps(run.headers)}
+    env = {**os.environ, "LOADGEN_HEADERS": json.dumps({**run.headers, **secret})}
     with subprocess.Popen(command, stdout=subprocess.PIPE, text=True, env=env,
                           cwd=Path(__file__).resolve().parents[1]) as process:
         try:
@@ -214,7 +260,8 @@ def _hop(run: LiveRun, registry: Registry) -> Iterator[str | None]:
         return
     run.message = "starting the model-server and front processes..."
     env = {"ML_CACHE_DIR": str(registry.settings.cache_dir), "ML_MODELS": run.model,
-           "ML_RATE_LIMIT_PER_SECOND": "0", "ML_DEVICE": "cpu"}
+           "ML_RATE_LIMIT_PER_SECOND": "0", "ML_DEVICE": "cpu",
+           "ML_CACHE_ENTRIES": "0"}
     with tempfile.TemporaryDirectory() as logs, \
             running("api", env, Path(logs)) as model_server, \
             running("hop", {"HOP_TARGETS": json.dumps({run.model: model_server.url})},
@@ -224,7 +271,8 @@ def _hop(run: LiveRun, registry: Registry) -> Iterator[str | None]:
 
 
 def _inputs(registry: Registry, model: str) -> dict[str, Any]:
-    """The model's own workload: called directly in-process, and as HTTP bodies."""
+    """The model's own workload, the same on every path: called directly in-process, and
+    as HTTP bodies in the same order."""
     from api import wire
     from ml.contract import call
 
@@ -232,7 +280,7 @@ def _inputs(registry: Registry, model: str) -> dict[str, Any]:
     queries = found.workload(200)
     op = wire.operation(model, registry.model_class(model))
     return {"call": (lambda query: call(found, query), queries),
-            "bodies": [wire.json_body(op, q) for q in dict.fromkeys(queries)]}
+            "bodies": [wire.json_body(op, q) for q in queries]}
 
 
 def may_run(settings: ApiSettings, key: str | None, *, public: bool) -> tuple[bool, str]:

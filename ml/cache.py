@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import threading
 from collections import OrderedDict
-from collections.abc import Hashable
+from collections.abc import Hashable, Iterator
 from typing import Any
 
 
@@ -49,6 +50,15 @@ class PredictionCache:
             self._data.move_to_end(key)
             while len(self._data) > self.entries:
                 self._data.popitem(last=False)
+
+    @contextlib.contextmanager
+    def paused(self) -> Iterator[None]:
+        """Off for a while (a benchmark must measure the model, not memory), then back."""
+        entries, self.entries = self.entries, 0
+        try:
+            yield
+        finally:
+            self.entries = entries
 
     def clear(self) -> None:
         with self._lock:

@@ -150,7 +150,7 @@ class Engine:
     # -- steps ----------------------------------------------------------------------------------
     def _lookup(self, name: str, model: Model, query: Any) -> tuple[Hashable | None,
                                                                       Served | None]:
-        cache = self._cache(name)
+        cache = self.cache(name)
         if not cache.enabled:
             return None, None
         key = model.cache_key(query)
@@ -176,7 +176,7 @@ class Engine:
     def _submit(self, name: str, model: Model, item: Any, key: Hashable | None,
                 timeout_s: float) -> Timed[Any]:
         future = self.runner(name, model).submit(item, timeout_s=timeout_s)
-        cache = self._cache(name) if key is not None else None
+        cache = self.cache(name) if key is not None else None
         metrics = self.metrics
 
         def finish(done: Future[Any]) -> None:
@@ -220,7 +220,7 @@ class Engine:
                 raise
             compute = time.perf_counter() - started
             self.metrics.record_batch(name, [0.0] * len(misses), compute, len(misses))
-            cache = self._cache(name)
+            cache = self.cache(name)
             for (index, key, _), result in zip(misses, results, strict=True):
                 if key is not None:
                     cache.put(key, result)
@@ -253,7 +253,7 @@ class Engine:
             self.metrics.record_model_error(name)
             raise
         if key is not None:
-            self._cache(name).put(key, result)
+            self.cache(name).put(key, result)
         return Served(result, round(wait * 1e3, 4), round(compute * 1e3, 4), size)
 
     async def _off_loop(self, call: Any, *args: Any) -> Any:
@@ -303,7 +303,8 @@ class Engine:
             max_wait_ms=float(overrides.get("max_wait_ms", base.max_wait_ms)),
             max_queue=int(overrides.get("max_queue", base.max_queue)))
 
-    def _cache(self, name: str) -> PredictionCache:
+    def cache(self, name: str) -> PredictionCache:
+        """The prediction cache of the model `name` (canonical)."""
         cache = self._caches.get(name)
         if cache is None:
             cache = self._caches.setdefault(name, PredictionCache(self.settings.cache_entries))
@@ -323,7 +324,7 @@ class Engine:
                 "batching": bool(self.settings.batching and limits.max_batch > 1),
                 "max_batch": limits.max_batch, "max_wait_ms": limits.max_wait_ms,
                 "max_queue": limits.max_queue, "queued": runner.queued if runner else 0,
-                "cache": self._cache(name).stats(),
+                "cache": self.cache(name).stats(),
             }
         return out
 

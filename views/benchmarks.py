@@ -60,7 +60,7 @@ busy = elsewhere is not None and elsewhere is not run
 with st.form("benchmark"):
     left, right = st.columns(2)
     model = left.selectbox("Model", registry().names())
-    paths = right.multiselect("Call paths", list(live.PATHS), default=["in-process", "http"],
+    paths = right.multiselect("Call paths", list(live.PATHS), default=list(live.PATHS),
                               format_func=live.PATH_LABELS.get)
     concurrency = left.select_slider("Concurrent requests", [1, 2, 4, 8, 16, 32], value=1)
     seconds = right.slider("Seconds per call path", 1, int(live.MAX_SECONDS), 3)
@@ -75,9 +75,12 @@ if busy:
 if api_url is None:
     st.caption("HTTP paths need the API in this process (`make run`); only in-process "
                "calls can be measured here.")
-st.caption("This page refreshes its charts inside the server it measures, so a few requests "
-           "wait for a redraw; `python -m benchmarks run` measures from outside, without "
-           "that effect.")
+st.caption("Every path sends the same inputs in the same order, and the prediction cache is "
+           "off for the model during the run (here and in the hop's model server), so every "
+           "request runs the model. The run's own requests are not rate-limited: they carry a "
+           "secret made for this run only. This page refreshes its charts inside the server "
+           "it measures, so a few requests wait for a redraw; `python -m benchmarks run` "
+           "measures from outside, without that effect.")
 if submitted and allowed:
     chosen = tuple(p for p in paths if p == "in-process" or api_url is not None)
     if not chosen:
@@ -85,7 +88,8 @@ if submitted and allowed:
     else:
         try:
             run = live.start(registry(), model=model, paths=chosen, concurrency=concurrency,
-                             seconds=seconds, base_url=api_url, headers=headers)
+                             seconds=seconds, base_url=api_url, headers=headers,
+                             engine=engine())
             st.session_state["benchmark_run"] = run
         except live.RunInProgress as exc:
             st.warning(str(exc))
@@ -112,6 +116,11 @@ def render(current: live.LiveRun) -> None:
             current.stop()
     elif current.state == "failed":
         st.error(f"The run failed: {current.message}")
+    elif failures := current.failures():
+        st.error(f"Run {current.state} with errors, so it measured something else than "
+                 "predictions and no ratio is shown: " + "; ".join(
+                     f"{path}: " + ", ".join(f"{count:,} {what}" for what, count in found.items())
+                     for path, found in failures.items()) + ".", icon=":material/error:")
     else:
         st.success(f"Run {current.state}: {current.model}, {current.concurrency} concurrent, "
                    f"{current.seconds:g}s per path.", icon=":material/check:")
@@ -142,11 +151,12 @@ def render(current: live.LiveRun) -> None:
     summary = pd.DataFrame(current.summary())
     if not summary.empty:
         st.altair_chart(alt.Chart(summary).mark_bar().encode(
-            x=alt.X("requests/s:Q"), y=alt.Y("path:N", title=None),
+            x=alt.X("requests/s:Q"),
+            y=alt.Y("path:N", title=None, sort=list(live.PATH_LABELS.values())),
             color=alt.Color("path:N", scale=COLORS, legend=None)), width="stretch")
         st.dataframe(summary, hide_index=True, width="stretch")
         base = summary.set_index("path")["p50 ms"]
-        if len(base) > 1 and live.PATH_LABELS["in-process"] in base:
+        if len(base) > 1 and live.PATH_LABELS["in-process"] in base and not current.failures():
             floor = base[live.PATH_LABELS["in-process"]]
             st.markdown("  \n".join(f"**{p}** is **{v / floor:.1f}x** slower than in-process "
                                     f"(p50)" for p, v in base.items() if v != floor))
