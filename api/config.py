@@ -23,9 +23,10 @@ class ApiSettings(EnvSettings):
     api_keys: tuple[str, ...] = setting(
         (), "ML_API_KEYS", "Comma-separated API keys; empty turns auth off.", secret=True)
     rate_limit_per_second: float = setting(
-        50.0, "ML_RATE_LIMIT_PER_SECOND", "Sustained requests/s per key or client (0: off).",
+        1000.0, "ML_RATE_LIMIT_PER_SECOND",
+        "Sustained requests/s per key or client (0: off); a 429 names this setting.",
         minimum=0)
-    rate_limit_burst: int = setting(100, "ML_RATE_LIMIT_BURST", "Token-bucket burst size.",
+    rate_limit_burst: int = setting(2000, "ML_RATE_LIMIT_BURST", "Token-bucket burst size.",
                                     minimum=1)
     access_log: bool = setting(
         True, "ML_ACCESS_LOG", "Write the JSON access log: one line per API request.")
