@@ -17,6 +17,7 @@ from starlette.types import Receive, Scope, Send
 from api.access import logger as access_logger
 from api.config import ApiSettings
 from api.errors import EXCEPTION_HANDLERS
+from api.inference import Inference
 from api.middleware import ApiMiddleware, Auth, BodyLimit, RateLimit
 from api.routes import direct_routes, operations, routes
 from api.service import Service
@@ -29,6 +30,7 @@ def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Mid
     preflights and refusals carry its headers), then the one API layer."""
     settings = service.settings
     made = routes(list(ops))
+    inference = Inference(service, ops)
     stack = []
     if settings.cors_origins:
         stack.append(Middleware(CORSMiddleware, allow_origins=list(settings.cors_origins),
@@ -40,15 +42,18 @@ def middleware_for(service: Service, ops: Sequence[Operation | str]) -> list[Mid
     # routes of models that take files accept bodies up to ML_MAX_BODY_BYTES, the rest
     # stop at ML_MAX_JSON_BODY_BYTES
     with_files = {path: settings.max_body_bytes for op in ops
-                  if isinstance(op, Operation) and op.takes_files for path in op.paths}
+                  if isinstance(op, Operation) and op.takes_files
+                  for path in (*op.paths, *inference.infer_paths(op))}
     stack.append(Middleware(
-        ApiMiddleware, metrics=service.http_metrics, known_routes=[r.path for r in made],
+        ApiMiddleware, metrics=service.http_metrics,
+        known_routes=[*(r.path for r in made), *inference.paths()],
         access=service.access, trusted_proxies=settings.trusted_proxies,
         body=BodyLimit(settings.max_json_body_bytes, settings.body_timeout_s, with_files),
         auth=Auth(settings.api_keys, failure_rate=settings.auth_failures_per_minute / 60,
                   failure_burst=settings.auth_failure_burst),
         rate_limit=RateLimit(service.rate_limits, service.rate_limit_exempt),
-        direct=direct_routes(service, ops)))
+        direct={**direct_routes(service, ops),
+                **dict.fromkeys(inference.infer_paths(), inference)}))
     return stack
 
 
@@ -79,7 +84,8 @@ def create_app(settings: ApiSettings | None = None, registry: Registry | None = 
             yield
 
     ops = operations(service.registry)
-    app = Starlette(routes=routes(ops), middleware=middleware_for(service, ops),
+    app = Starlette(routes=routes(ops) + Inference(service, ops).routes(),
+                    middleware=middleware_for(service, ops),
                     exception_handlers=EXCEPTION_HANDLERS, lifespan=lifespan)
     # A path with a stray slash is a 404, not a redirect: Starlette's redirect is built
     # from the request's Host header, and a 307 keeps the body and often the key.

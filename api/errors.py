@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+import msgspec
 from starlette.exceptions import HTTPException
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
@@ -89,6 +90,12 @@ def error_body(code: str, message: str, details: dict[str, Any] | None,
     """The one error shape every endpoint returns; its size is bounded whatever the input."""
     return ErrorResponse(ErrorDetail(code, bounded(message), bounded(details or {}),
                                      request_id or None))
+
+
+def inference_error_body(message: str) -> bytes:
+    """The Open Inference Protocol's error body (its /v2 routes): `{"error": message}`,
+    bounded whatever the message."""
+    return msgspec.json.encode({"error": bounded(message)})
 
 
 def error_response(status: int, code: str, message: str, *,

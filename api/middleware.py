@@ -19,14 +19,18 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from api.access import AccessLog
 from api.encoding import encode
-from api.errors import error_body
+from api.errors import error_body, inference_error_body
 from api.metrics import HttpMetrics
 from api.ratelimit import TokenBuckets, client_address, networks, retry_after
 
 logger = logging.getLogger("api")
 
-API_PREFIXES = ("/api/", "/health", "/metrics", "/openapi.json", "/docs")
-PROTECTED_PREFIXES = ("/api/", "/metrics")
+API_PREFIXES = ("/api/", "/health", "/metrics", "/openapi.json", "/docs", "/v2")
+# /v2 itself (server metadata) is protected too; /v2/health/* is open like /health
+PROTECTED_PREFIXES = ("/api/", "/metrics", "/v2/models")
+# rate limited, and counted as predictions in the JSON metrics
+MODEL_PREFIXES = ("/api/", "/v2/models/")
+INFERENCE_PREFIX = "/v2"  # the Open Inference Protocol's routes: its own error shape
 _REQUEST_ID = re.compile(r"^[A-Za-z0-9._:-]{1,128}$")
 _UINT = re.compile(r"[0-9]{1,18}")
 SECURITY_HEADERS = {
@@ -43,11 +47,18 @@ def is_api(scope: Scope) -> bool:
     return scope["type"] == "http" and str(scope["path"]).startswith(API_PREFIXES)
 
 
+def is_protected(path: str) -> bool:
+    """True for the paths that need a key when keys are configured."""
+    return path.startswith(PROTECTED_PREFIXES) or path == INFERENCE_PREFIX
+
+
 async def send_error(send: Send, status: int, code: str, message: str, *,
                      request_id: str | None = None, details: dict[str, Any] | None = None,
-                     headers: dict[str, str] | None = None) -> None:
-    """Send a JSON error from middleware (before any route ran)."""
-    body = encode(error_body(code, message, details, request_id))
+                     headers: dict[str, str] | None = None, path: str = "") -> None:
+    """Send a JSON error from middleware (before any route ran), in the shape of the
+    request's `path` (the Open Inference Protocol's own on /v2)."""
+    body = (inference_error_body(message) if path.startswith(INFERENCE_PREFIX)
+            else encode(error_body(code, message, details, request_id)))
     raw = [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())]
     raw += [(k.lower().encode(), v.encode()) for k, v in (headers or {}).items()]
     await send({"type": "http.response.start", "status": status, "headers": raw})
@@ -109,7 +120,7 @@ class Refusal(Exception):
 
 
 class Auth:
-    """When keys are configured, /api/* and /metrics need one of them.
+    """When keys are configured, /api/*, /metrics and /v2 (but /v2/health/*) need one of them.
 
     Keys are compared with `compare` (hmac.compare_digest: constant time) against every
     configured key, without an early exit. A client that keeps sending wrong keys is
@@ -131,7 +142,7 @@ class Auth:
 
     def check(self, scope: Scope, client: str) -> None:
         """Admit the request (noting its key's id in the scope's state) or raise Refusal."""
-        if not str(scope["path"]).startswith(PROTECTED_PREFIXES):
+        if not is_protected(str(scope["path"])):
             # open paths (probes, /health, docs) answer everyone; a valid key shows more
             key = api_key_of(scope)
             if key and self.failures.remaining(client) >= 1:
@@ -168,7 +179,8 @@ def _key_id(key: str) -> str:
 
 
 class RateLimit:
-    """Per API key (or client address) token buckets on /api/*; 429 with Retry-After.
+    """Per API key (or client address) token buckets on /api/* and /v2/models/*; 429 with
+    Retry-After.
 
     `exempt(scope)`, when given, lets a request through uncounted: the one process's own
     live benchmark run, which proves itself with a secret only that process knows."""
@@ -182,7 +194,7 @@ class RateLimit:
     def check(self, scope: Scope, client: str) -> list[tuple[bytes, bytes]]:
         """Spend a token of the request's key or client: the headers that say what is left,
         or Refusal (429) when there is none."""
-        if not self.buckets.enabled or not str(scope["path"]).startswith("/api/"):
+        if not self.buckets.enabled or not str(scope["path"]).startswith(MODEL_PREFIXES):
             return []
         if self.exempt is not None and self.exempt(scope):
             return []
@@ -331,18 +343,18 @@ class ApiMiddleware:
             if not response_started:
                 await send_error(send_wrapper, refusal.status, refusal.code, refusal.message,
                                  request_id=request_id, details=refusal.details,
-                                 headers=refusal.headers)
+                                 headers=refusal.headers, path=str(scope["path"]))
         except Exception:
             logger.exception("request %s failed", request_id)
             if not response_started:
                 await send_error(send_wrapper, 500, "internal_error",
                                  "internal server error; quote the request id when reporting it",
-                                 request_id=request_id)
+                                 request_id=request_id, path=str(scope["path"]))
         finally:
             self.metrics.in_flight.dec()
             elapsed = time.perf_counter() - started
             path = str(scope["path"])
             self.metrics.record(route_label(path, self.known), scope["method"], status,
-                                elapsed, prediction=path.startswith("/api/"))
+                                elapsed, prediction=path.startswith(MODEL_PREFIXES))
             self.access.add(request_id, scope["method"], path, status, elapsed,
                             (scope.get("client") or ("", 0))[0])
