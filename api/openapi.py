@@ -16,7 +16,7 @@ from typing import Any
 
 import msgspec
 
-from api import schemas, wire
+from api import inference, schemas, tensors, wire
 from api.config import ApiSettings
 from ml.config import Settings
 
@@ -101,6 +101,7 @@ def openapi_spec(settings: ApiSettings, ml: Settings,
         "responses": {"200": {"description": "OK", "content": {"text/plain": {
             "schema": {"type": "string"}}}}, "401": _error_response("401")},
         **_security(settings)}}
+    paths.update(_inference_paths(ops, components, settings, ml))
     names = ", ".join(op.name for op in ops)
     return {
         "openapi": "3.1.0",
@@ -115,6 +116,94 @@ def openapi_spec(settings: ApiSettings, ml: Settings,
             "bearer": {"type": "http", "scheme": "bearer"},
             "apiKey": {"type": "apiKey", "in": "header", "name": "X-API-Key"}}},
     }
+
+
+INFERENCE_ERRORS = {
+    "400": "Bad request: wrong datatype, shape, data length, missing or unknown input, "
+           "unknown parameter, invalid input",
+    "401": "Missing or invalid API key (when keys are configured)",
+    "404": "Unknown model, version or route",
+    "405": "Method not allowed",
+    "408": "The request body did not arrive within ML_BODY_TIMEOUT_S",
+    "413": "Body over its route's limit",
+    "429": "Rate limited, or too many wrong API keys (see Retry-After)",
+    "503": "Model not ready, unavailable or at capacity (see Retry-After)",
+    "504": "Model did not answer within the request's deadline",
+}
+
+
+def _inference_paths(ops: list[wire.Operation], components: dict[str, Any],
+                     settings: ApiSettings, ml: Settings) -> dict[str, Any]:
+    """The Open Inference Protocol's routes for these models (api.inference)."""
+    _, found = msgspec.json.schema_components(
+        [inference.ServerMetadata, inference.LiveResponse, inference.ReadyResponse,
+         inference.ModelMetadata, inference.ModelReadyResponse, tensors.InferenceRequest,
+         inference.InferenceResponse, inference.InferenceError], ref_template=REF)
+    components.update(found)
+
+    def get(summary: str, operation_id: str, response: str, errors: tuple[str, ...],
+            protected: bool = True) -> dict[str, Any]:
+        return {"get": {
+            "summary": summary, "operationId": operation_id, "tags": ["inference (V2)"],
+            "responses": {"200": _ok(response), **{s: _v2_error(s) for s in errors}},
+            **(_security(settings) if protected else {})}}
+
+    paths = {
+        "/v2": get("Server metadata: name, version, protocol extensions", "v2_server",
+                   "ServerMetadata", ("401", "429")),
+        "/v2/health/live": get("Liveness", "v2_live", "LiveResponse", (), False),
+        "/v2/health/ready": get("Readiness: warmed up and not draining (503 otherwise)",
+                                "v2_ready", "ReadyResponse", ("503",), False),
+    }
+    for op in ops:
+        sig = tensors.signature(op.query, op.result)
+        key = op.name.replace("-", "_")
+        base = f"/v2/models/{op.name}"
+        paths[base] = get(f"{op.name}: inputs, outputs, versions, parameters",
+                          f"v2_{key}_metadata", "ModelMetadata", ("401", "429"))
+        paths[f"{base}/ready"] = get(f"Whether {op.name} is loaded and serving",
+                                     f"v2_{key}_ready", "ModelReadyResponse",
+                                     ("401", "429", "503"))
+        described = "; ".join(f"{t.name} {t.datatype} {list(t.shape)}" for t in sig.inputs)
+        params = ", ".join(f"{p.name} ({p.kind})" for p in sig.parameters) or "none"
+        ok = _ok("InferenceResponse")
+        ok["content"]["application/octet-stream"] = {"schema": {
+            "type": "string", "format": "binary", "description": "With binary outputs: the "
+            "JSON response (Inference-Header-Content-Length bytes), then each binary "
+            "output's data."}}
+        paths[f"{base}/infer"] = {"post": {
+            "summary": f"Infer with {op.name} (Open Inference Protocol)",
+            "description": f"Inputs: {described} (the first dimension is the batch; files "
+                           "are base64 in JSON or raw with the binary tensor extension). "
+                           f"Parameters: {params}.",
+            "operationId": f"v2_{key}_infer", "tags": ["inference (V2)"],
+            "parameters": [{
+                "name": "X-Request-Timeout-Ms", "in": "header", "required": False,
+                "description": "This request's deadline in milliseconds",
+                "schema": {"type": "integer", "minimum": 1,
+                           "maximum": int(settings.max_request_timeout_s * 1e3)}}, {
+                "name": "Inference-Header-Content-Length", "in": "header",
+                "required": False, "description": "Binary tensor extension: the length of "
+                "the JSON part; the inputs' binary data follows it",
+                "schema": {"type": "integer", "minimum": 0}}],
+            # with Inference-Header-Content-Length, this JSON is followed by the inputs'
+            # binary data (any media type)
+            "requestBody": {"required": True, "content": {
+                "application/json": {"schema": {"$ref": REF.format(
+                    name="InferenceRequest")}}}},
+            "responses": {"200": ok, **{s: _v2_error(s) for s in INFERENCE_ERRORS}},
+            **_security(settings)}}
+    return paths
+
+
+def _ok(response: str) -> dict[str, Any]:
+    return {"description": "OK", "content": {"application/json": {
+        "schema": {"$ref": REF.format(name=response)}}}}
+
+
+def _v2_error(status: str) -> dict[str, Any]:
+    return {"description": INFERENCE_ERRORS[status], "content": {"application/json": {
+        "schema": {"$ref": REF.format(name="InferenceError")}}}}
 
 
 def _operation(summary: str, operation_id: str, body: dict[str, Any] | None, response: str,
