@@ -18,6 +18,9 @@ from PIL import Image
 SENTIMENT, BATCH = "/api/predict/sentiment", "/api/predict/batch"
 IMAGE, RECOMMEND = "/api/predict/image", "/api/predict/recommend"
 JSON = {"content-type": "application/json"}
+V2_SENTIMENT, V2_IMAGE = "/v2/models/sentiment/infer", "/v2/models/image/infer"
+# the Open Inference Protocol's routes answer errors as {"error": "message"}: no code
+PROTOCOL_ERROR = "(protocol error)"
 
 
 @dataclass(frozen=True)
@@ -217,6 +220,78 @@ def cases(max_body_bytes: int = 12 * 1024 * 1024) -> list[Case]:
              code="payload_too_large"),
         Case("chunked body over the limit", SENTIMENT, b"x" * (max_body_bytes + 1024),
              chunked=True, status=413, code="payload_too_large"),
+        *_inference_cases(max_body_bytes, png),
+    ]
+
+
+def _v2(*inputs: dict[str, Any], **extra: Any) -> bytes:
+    return _json({"inputs": list(inputs), **extra})
+
+
+def _texts(*texts: Any, shape: list[int] | None = None, datatype: str = "BYTES"
+           ) -> dict[str, Any]:
+    return {"name": "text", "shape": shape if shape is not None else [len(texts)],
+            "datatype": datatype, "data": list(texts)}
+
+
+def _inference_cases(max_body_bytes: int, png: bytes) -> list[Case]:
+    """The Open Inference Protocol (KServe V2) routes: the protocol's error shape."""
+    def refused(name: str, path: str, body: bytes | None, status: int = 400,
+                **kwargs: Any) -> Case:
+        return Case(f"V2 {name}", path, body, status=status, code=PROTOCOL_ERROR, **kwargs)
+
+    image = {"name": "image", "shape": [1], "datatype": "BYTES"}
+    short_binary = _v2({**_texts(shape=[1]), "data": None,
+                        "parameters": {"binary_data_size": 999}})
+    return [
+        Case("V2 texts answered", V2_SENTIMENT, _v2(_texts("great", "awful")), status=200,
+             code=None),
+        Case("V2 model metadata", "/v2/models/sentiment", None, method="GET", status=200,
+             code=None),
+        refused("wrong datatype", V2_SENTIMENT, _v2(_texts(1.5, datatype="FP32"))),
+        refused("shape of the wrong rank", V2_SENTIMENT, _v2(_texts("a", shape=[1, 1]))),
+        refused("negative shape", V2_SENTIMENT, _v2(_texts("a", shape=[-1]))),
+        refused("data length not matching shape", V2_SENTIMENT,
+                _v2(_texts("a", shape=[2]))),
+        refused("empty batch", V2_SENTIMENT, _v2(_texts(shape=[0]))),
+        refused("batch over the limit", V2_SENTIMENT, _v2(_texts(*["a"] * 2001))),
+        refused("number in a BYTES tensor", V2_SENTIMENT, _v2(_texts(7))),
+        refused("data nested too deep", V2_SENTIMENT,
+                _v2({**_texts("a"), "data": json.loads("[" * 40 + '"a"' + "]" * 40)})),
+        refused("missing input", V2_SENTIMENT, _v2()),
+        refused("unknown input", V2_SENTIMENT, _v2(_texts("a"), {**_texts("b"),
+                                                                 "name": "prompt"})),
+        refused("input given twice", V2_SENTIMENT, _v2(_texts("a"), _texts("b"))),
+        refused("inputs not a list", V2_SENTIMENT, _json({"inputs": {"text": "a"}})),
+        refused("malformed JSON", V2_SENTIMENT, b'{"inputs": ['),
+        refused("empty text", V2_SENTIMENT, _v2(_texts("   "))),
+        refused("unknown parameter", V2_SENTIMENT, _v2(_texts("a"),
+                                                       parameters={"temperature": 0.7})),
+        refused("parameter of the wrong type", V2_SENTIMENT,
+                _v2(_texts("a"), parameters={"detailed": "yes"})),
+        refused("timeout parameter not microseconds", V2_SENTIMENT,
+                _v2(_texts("a"), parameters={"timeout": "soon"})),
+        refused("unknown output requested", V2_SENTIMENT,
+                _v2(_texts("a"), outputs=[{"name": "logits"}])),
+        refused("binary data past the body", V2_SENTIMENT, short_binary,
+                headers={**JSON, "inference-header-content-length": str(len(short_binary))}),
+        refused("JSON header length past the body", V2_SENTIMENT, _v2(_texts("a")),
+                headers={**JSON, "inference-header-content-length": "99999"}),
+        refused("unknown model", "/v2/models/no-such-model/infer", _v2(_texts("a")),
+                status=404),
+        refused("unknown version", "/v2/models/sentiment/versions/v999/infer",
+                _v2(_texts("a")), status=404),
+        refused("unknown route", "/v2/models/sentiment/explain", _v2(_texts("a")),
+                status=404),
+        refused("GET on infer", V2_SENTIMENT, None, status=405, method="GET"),
+        refused("image not base64", V2_IMAGE, _v2({**image, "data": ["not base64!"]})),
+        refused("image not an image", V2_IMAGE,
+                _v2({**image, "data": [base64.b64encode(b"just some text").decode()]})),
+        Case("V2 image answered", V2_IMAGE,
+             _v2({**image, "data": [base64.b64encode(png).decode()]}), status=200,
+             code=None),
+        refused("declared body over the limit", V2_SENTIMENT, b"{}", status=413,
+                headers={**JSON, "content-length": str(max_body_bytes + 1)}),
     ]
 
 
@@ -240,6 +315,8 @@ def run(send: Sender, selected: list[Case]) -> list[Outcome]:
         code = None
         if body is not None and isinstance(body.get("error"), dict):
             code = body["error"].get("code")
+        elif body is not None and isinstance(body.get("error"), str) and body["error"]:
+            code = PROTOCOL_ERROR
         outcomes.append(Outcome(case, status, code, time.perf_counter() - started))
     return outcomes
 
