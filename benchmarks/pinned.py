@@ -7,7 +7,10 @@ parses the JSON and answers a constant (benchmarks/floor.py). "All features" is 
 process as `make run` serves it with an API key required and sent, the rate limit active
 but far from reached, metrics, the access log, request ids, deadlines and body limits; the
 API-only server (`make api`) is measured the same way; then the one process again with one
-feature switched off at a time, so that each feature's cost shows.
+feature switched off at a time, so that each feature's cost shows. The Open Inference
+Protocol (KServe V2) route of the same model is measured on the very same one-process
+server: the same text per request, and a batch of texts per request; its ratio to the spec
+route (texts answered per second) shows what the protocol costs.
 
 Servers run on core 0 (`taskset -c 0`) and wrk on core 1, where the machine has both. All
 servers stay up and are measured in alternating rounds (floor, all features, ...), so each
@@ -20,6 +23,7 @@ busy with, and far less sensitive than requests/s to other work on the machine.
 from __future__ import annotations
 
 import contextlib
+import json
 import statistics
 import tempfile
 from collections.abc import Callable
@@ -53,8 +57,22 @@ CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
                   "one process, model on its batcher thread (no loop batching)"),
     "no-batching": ("one-process", {"ML_BATCHING": "false"},
                     "one process, no batching at all (a thread per call)"),
+    "v2": ("one-process", {}, "the same server, V2 /v2/models/sentiment/infer, one text"),
+    "v2-batch": ("one-process", {}, "the same server, V2, 8 texts per request"),
 }
 FEATURES = ("no-auth", "no-rate-limit", "no-access-log", "no-inline", "no-batching")
+V2_ROUTE = "/v2/models/sentiment/infer"
+TEXT = "what a lovely day, I really enjoyed the film and the music"
+V2_BATCH = 8
+# name: (route, body, texts per request) where a configuration sends other than BODY to ROUTE
+REQUESTS: dict[str, tuple[str, bytes, int]] = {
+    "v2": (V2_ROUTE, json.dumps({"inputs": [{"name": "text", "shape": [1],
+                                             "datatype": "BYTES", "data": [TEXT]}]}).encode(),
+           1),
+    "v2-batch": (V2_ROUTE, json.dumps({"inputs": [{
+        "name": "text", "shape": [V2_BATCH], "datatype": "BYTES",
+        "data": [f"{TEXT} ({i})" for i in range(V2_BATCH)]}]}).encode(), V2_BATCH),
+}
 
 
 def cpu_seconds(server: Server) -> float:
@@ -68,13 +86,14 @@ def cpu_seconds(server: Server) -> float:
     return total
 
 
-def measure(server: Server, seconds: float, headers: dict[str, str]) -> dict[str, Any]:
+def measure(server: Server, seconds: float, headers: dict[str, str], route: str = ROUTE,
+            body: bytes = BODY) -> dict[str, Any]:
     """Throughput and tail at concurrency 32, CPU per request, and p50 at concurrency 1."""
     before = cpu_seconds(server)
-    high = wrk_load(server.url, ROUTE, [BODY], concurrency=32, seconds=seconds,
+    high = wrk_load(server.url, route, [body], concurrency=32, seconds=seconds,
                     headers=headers, cpus=CLIENT_CPU)
     used = cpu_seconds(server) - before
-    one = wrk_load(server.url, ROUTE, [BODY], concurrency=1, seconds=max(1.0, seconds / 2),
+    one = wrk_load(server.url, route, [body], concurrency=1, seconds=max(1.0, seconds / 2),
                    headers=headers, cpus=CLIENT_CPU)
     return {"rps": high["throughput_rps"], "p99_ms": high["p99_ms"],
             "errors": high["errors"] + one["errors"],
@@ -92,18 +111,23 @@ def run(settings: Settings, *, quick: bool = False,
     headers = {"Authorization": f"Bearer {KEY}"}
     runs: dict[str, list[dict[str, Any]]] = {name: [] for name in configs}
     with tempfile.TemporaryDirectory() as logs, contextlib.ExitStack() as stack:
-        servers = {}
-        for name in configs:
+        servers, started = {}, {}
+        for name in configs:  # configurations of the same server and settings share it
             mode, env, _ = CONFIGS[name]
-            full = {**ALL_ON, "ML_CACHE_DIR": str(settings.cache_dir), **env}
-            servers[name] = stack.enter_context(running(mode, full, Path(logs),
-                                                        cpus=SERVER_CPU))
-        for server in servers.values():  # warm: connections, caches, the inline decision
-            wrk_load(server.url, ROUTE, [BODY], concurrency=32, seconds=1, headers=headers,
+            key = (mode, tuple(sorted(env.items())))
+            if key not in started:
+                full = {**ALL_ON, "ML_CACHE_DIR": str(settings.cache_dir), **env}
+                started[key] = stack.enter_context(running(mode, full, Path(logs),
+                                                           cpus=SERVER_CPU))
+            servers[name] = started[key]
+        for name, server in servers.items():  # warm: connections, caches, inline decision
+            route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
+            wrk_load(server.url, route, [body], concurrency=32, seconds=1, headers=headers,
                      cpus=CLIENT_CPU)
         for round_ in range(rounds):
             for name, server in servers.items():
-                result = measure(server, seconds, headers)
+                route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
+                result = measure(server, seconds, headers, route, body)
                 runs[name].append(result)
                 progress(f"pinned {name:<14} round {round_ + 1}: {result['rps']:9.1f} req/s "
                          f"c=32, p50 {result['c1_p50_ms']:.3f} ms c=1, "
@@ -128,6 +152,11 @@ def summarize(runs: dict[str, list[dict[str, Any]]], *, pinned: bool) -> dict[st
             row["cpu_over_floor"] = _median_ratio(results, floor, "cpu_us_per_request")
         if base and name in FEATURES:
             row["gain_when_off"] = round(_median_ratio(results, base, "rps") - 1, 3)
+        if base and name in REQUESTS:
+            texts = REQUESTS[name][2]
+            row["texts_per_request"] = texts
+            row["texts_over_spec_route"] = round(_median_ratio(results, base, "rps") * texts,
+                                                 3)
         out["configs"][name] = row
     return out
 

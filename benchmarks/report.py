@@ -169,6 +169,14 @@ def pinned_section(found: dict[str, Any]) -> list[str]:
             f"{c['p99_ms']:.2f} | {c['c1_p50_ms']:.3f} | {c.get('p50_over_floor', '-')} | "
             f"{c['cpu_us_per_request']} | "
             f"{'-' if gain is None else f'{gain:+.1%}'} | {c['errors']} |")
+    v2 = [(name, c) for name, c in configs.items() if "texts_over_spec_route" in c]
+    if v2:
+        lines += ["", "The Open Inference Protocol (KServe V2) route on the same server, "
+                  "against the spec route (texts answered per second at c=32, ratio within "
+                  "each round):", "", "| configuration | texts/request | texts/s over the "
+                  "spec route |", "|---|---:|---:|"]
+        lines += [f"| {name}: {c['what']} | {c['texts_per_request']} | "
+                  f"{c['texts_over_spec_route']} |" for name, c in v2]
     return lines
 
 
