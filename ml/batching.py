@@ -282,14 +282,14 @@ def _dispatch(name: str, predict: Callable[[list[T]], Sequence[R]], batch: list[
     outcomes, compute = vectorised(name, predict, [job.item for job in live])
     if computed is not None and all(size == len(live) for _, _, size in outcomes):
         computed()
+    if observer is not None:  # before the answers: whoever got one finds its call counted
+        observer(name, waits, compute, len(live))
     for job, wait, (result, seconds, size) in zip(live, waits, outcomes, strict=True):
         if isinstance(result, Failed):
             job.future.set_exception(result.error)
         else:
             _stamp(job.future, wait, seconds, size)
             job.future.set_result(result)
-    if observer is not None:
-        observer(name, waits, compute, len(live))
 
 
 @dataclass(frozen=True)

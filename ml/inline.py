@@ -120,12 +120,12 @@ class LoopBatcher(Generic[T, R]):
             return
         waits = [now - enqueued for _, _, enqueued, _ in live]
         outcomes, compute = vectorised(self.name, self.predict, [item for item, _, _, _ in live])
+        self.cost.add(compute, len(live))
+        if self.observer is not None:  # before the answers, as in ml.batching
+            self.observer(self.name, waits, compute, len(live))
         for (_, future, _, _), wait, (result, seconds, size) in zip(live, waits, outcomes,
                                                                      strict=True):
             if isinstance(result, Failed):
                 future.set_exception(result.error)
             else:
                 future.set_result((result, wait, seconds, size))
-        self.cost.add(compute, len(live))
-        if self.observer is not None:
-            self.observer(self.name, waits, compute, len(live))

@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
-from ml.batching import Batcher, Direct
+from ml.batching import Batcher, Direct, Timed
 from ml.errors import DeadlineExceeded, InvalidInput, Overloaded
 
 
@@ -211,6 +211,18 @@ def test_observer_sees_wait_compute_and_size(make) -> None:  # type: ignore[no-u
     assert first.batch_size == 1 and first.compute_s == compute
     assert first.queue_s == waits[0] < 0.1  # dispatched at once; the gate counts as compute
     assert second.queue_s == seen[1][1][0] >= 0.1  # waited out the first call
+
+
+def test_a_call_is_recorded_before_its_answers_are_delivered(make) -> None:  # type: ignore[no-untyped-def]
+    """Whoever has an answer finds its call in the metrics (else /metrics right after a
+    response could still miss it)."""
+    futures: list[Timed[int]] = []
+    answered_when_recorded: list[bool] = []
+    batcher = make(Recorder(), observer=lambda name, waits, compute, size: (
+        answered_when_recorded.append(futures[0].done())))
+    futures.append(batcher.submit(1))
+    assert futures[0].result(5) == 2
+    assert answered_when_recorded == [False]
 
 
 def test_closed_batcher_refuses_new_work(make) -> None:  # type: ignore[no-untyped-def]
