@@ -14,12 +14,15 @@ PHOTOS = {
     "flower.jpg": "A flower (scikit-learn)",
 }
 
-TEXTS = (
-    "I absolutely love how smooth the ride was, best trip ever!",
-    "The update broke everything and support never answered. Terrible.",
-    "The new model will be presented at the conference on Thursday.",
-    "Not bad at all, though the battery could last longer.",
-)
+# Example texts and the label the model gives each (tests/views/test_pages.py checks every
+# one against the model: an example it gets wrong is never shown).
+TEXT_LABELS = {
+    "I absolutely love how smooth the ride was, best trip ever!": "positive",
+    "The update broke everything and support never answered. Terrible.": "negative",
+    "The new model will be presented at the conference on Thursday.": "neutral",
+    "Thanks so much, you made my day!": "positive",
+}
+TEXTS = tuple(TEXT_LABELS)
 
 
 def sample_photo(name: str) -> Any:

@@ -61,6 +61,9 @@ class Term(msgspec.Struct, frozen=True):
     term: str
     weight: Annotated[float, msgspec.Meta(
         description="Push towards the predicted class (centred logit contribution).")]
+    toward_positive: Annotated[float, msgspec.Meta(
+        description="Push towards positive (> 0) or negative (< 0): its contribution to "
+                    "logit(positive) - logit(negative).")] = 0.0
 
 
 class SentimentResult(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -111,6 +114,8 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         self._sublinear = tfidf.sublinear_tf
         self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)  # (terms, classes)
         self._centered = self._coef_t - self._coef_t.mean(axis=1, keepdims=True)
+        self._polarity = (self._coef_t[:, LABELS.index("positive")]
+                          - self._coef_t[:, LABELS.index("negative")])
         self._intercept = clf.intercept_.astype(np.float64)
 
     # -- the contract -------------------------------------------------------------------
@@ -246,11 +251,14 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
 
     def _explain(self, ids: np.ndarray, weights: np.ndarray,
                  probabilities: Sequence[float], top: int = 8) -> tuple[Term, ...]:
-        """Terms that pushed towards the predicted class most (centred logit contribution)."""
+        """Terms that pushed towards the predicted class most (centred logit contribution),
+        each also with its signed push towards positive or negative."""
         label = _argmax(probabilities)
         contribution = weights * self._centered[ids, label]
+        polarity = weights * self._polarity[ids]
         order = np.argsort(-np.abs(contribution))[:top]
-        return tuple(Term(str(self._terms[ids[i]]), round(float(contribution[i]), 4))
+        return tuple(Term(str(self._terms[ids[i]]), round(float(contribution[i]), 4),
+                          round(float(polarity[i]), 4))
                      for i in order if contribution[i] != 0.0)
 
 

@@ -6,7 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from ml.samples import TEXTS
-from ml.sentiment import SentimentOptions, SentimentQuery
+from ml.sentiment import SentimentOptions, SentimentQuery, SentimentResult
 from views.shared import (
     MAX_CSV_ROWS,
     info_card,
@@ -23,50 +23,88 @@ sentiment = model("sentiment")
 if sentiment is None:
     st.stop()
 
+CLASSES = ["positive", "neutral", "negative"]
+CLASS_COLOURS = alt.Scale(domain=CLASSES, range=["#16a34a", "#94a3b8", "#dc2626"])
+PUSH_COLOURS = alt.Scale(domain=["toward positive", "toward negative"],
+                         range=["#16a34a", "#dc2626"])
+
+
+def analyse(text: str) -> None:
+    """Predict `text` and remember the answer together with the text it belongs to."""
+    result, ms = serve("sentiment", SentimentQuery(text, SentimentOptions(detailed=True)))
+    st.session_state["sentiment_answer"] = (text, result, ms) if result is not None else None
+
+
+def show(result: SentimentResult, ms: float) -> None:
+    colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
+    left, middle, right = st.columns(3)
+    left.markdown(f"### :{colour}[{result.sentiment}]")
+    middle.metric("Confidence", f"{result.confidence:.1%}")
+    right.metric("Score", f"{result.score:+.2f}", help="P(positive) - P(negative)")
+    st.progress((result.score + 1) / 2,
+                text=f"score {result.score:+.2f}  (-1 negative ... +1 positive)")
+    latency_caption(ms)
+    shares = msgspec.structs.asdict(result.probabilities)
+    probabilities = pd.DataFrame({"class": list(shares), "probability": list(shares.values())})
+    st.altair_chart(alt.Chart(probabilities).mark_bar().encode(
+        x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1]), axis=alt.Axis(format="%")),
+        y=alt.Y("class:N", sort=CLASSES),
+        color=alt.Color("class:N", scale=CLASS_COLOURS, legend=None)), width="stretch")
+    st.markdown("**Words that drove the decision**")
+    if not any(ch.isalnum() for term in result.terms or () for ch in term.term):
+        st.info("No words the model knows were found in this text: emoji and unseen words "
+                "carry no weight, so the answer rests on "
+                + ("punctuation alone." if result.terms else "the model's prior alone."),
+                icon=":material/help:")
+    if not result.terms:
+        return
+    st.caption("Each bar is a word or word pair of the text: how far it pushed the answer "
+               "toward positive (green, right) or toward negative (red, left).")
+    terms = pd.DataFrame([(t.term, t.toward_positive) for t in result.terms],
+                         columns=["term", "push"])
+    terms["direction"] = ["toward positive" if v > 0 else "toward negative"
+                          for v in terms["push"]]
+    st.altair_chart(alt.Chart(terms).mark_bar().encode(
+        x=alt.X("push:Q", title="push toward negative (-) or positive (+)"),
+        y=alt.Y("term:N", sort="-x", title=None),
+        color=alt.Color("direction:N", scale=PUSH_COLOURS,
+                        legend=alt.Legend(title=None, orient="bottom")),
+        tooltip=["term", alt.Tooltip("push:Q", format="+.3f")]), width="stretch")
+
+
 single, batch = st.tabs(["One text", "Batch"])
 with single:
     examples = st.columns(len(TEXTS))
     for column, example in zip(examples, TEXTS, strict=True):
         if column.button(example[:32] + "...", help=example, width="stretch"):
             st.session_state["sentiment_text"] = example
+            analyse(example)
+    st.caption(":material/info: A bag of words trained on tweets: it misses negation and "
+               "mixed feelings (\"not bad at all\" reads as negative), sarcasm and words it "
+               "never saw; emoji carry no weight.")
     text = st.text_area("Text", key="sentiment_text", height=100,
+                        max_chars=sentiment.max_chars,
                         placeholder="Type a sentence, or pick an example above")
-    if text.strip():
-        result, ms = serve("sentiment", SentimentQuery(text, SentimentOptions(detailed=True)))
-        if result is not None:
-            colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
-            left, middle, right = st.columns(3)
-            left.markdown(f"### :{colour}[{result.sentiment}]")
-            middle.metric("Confidence", f"{result.confidence:.1%}")
-            right.metric("Score", f"{result.score:+.2f}", help="P(positive) - P(negative)")
-            st.progress((result.score + 1) / 2,
-                        text=f"score {result.score:+.2f}  (-1 negative ... +1 positive)")
-            latency_caption(ms)
-            shares = msgspec.structs.asdict(result.probabilities)
-            probabilities = pd.DataFrame({"class": list(shares),
-                                          "probability": list(shares.values())})
-            st.altair_chart(alt.Chart(probabilities).mark_bar().encode(
-                x=alt.X("probability:Q", scale=alt.Scale(domain=[0, 1])),
-                y=alt.Y("class:N", sort=["positive", "neutral", "negative"]),
-                color=alt.Color("class:N", scale=alt.Scale(
-                    domain=["positive", "neutral", "negative"],
-                    range=["#16a34a", "#94a3b8", "#dc2626"]), legend=None)),
-                width="stretch")
-            if result.terms:
-                st.markdown("**Words that drove the decision**")
-                terms = pd.DataFrame([(t.term, t.weight) for t in result.terms],
-                                     columns=["term", "weight"])
-                st.altair_chart(alt.Chart(terms).mark_bar().encode(
-                    x="weight:Q", y=alt.Y("term:N", sort="-x"),
-                    color=alt.condition("datum.weight > 0", alt.value("#2563eb"),
-                                        alt.value("#f97316"))), width="stretch")
+    if st.button("Analyse", type="primary", icon=":material/psychology:"):
+        if text.strip():
+            analyse(text)
+        else:
+            st.caption("Type a text first.")
+    answer = st.session_state.get("sentiment_answer")
+    if answer is not None:
+        analysed, result, ms = answer
+        if analysed == text:
+            show(result, ms)
+        else:  # never a stale answer beside edited text
+            st.caption("The text changed: press **Analyse** for its answer.")
 
 with batch:
     source = st.radio("Input", ["Paste lines", "Upload CSV"], horizontal=True)
-    texts: list[str] = []
+    frame = pd.DataFrame({"text": []})
+    column = "text"
     if source == "Paste lines":
         pasted = st.text_area("One text per line", height=150, key="batch_lines")
-        texts = [line for line in pasted.splitlines() if line.strip()]
+        frame = pd.DataFrame({"text": pasted.splitlines()})
     else:
         upload = st.file_uploader("CSV file", type=["csv"])
         if upload is not None:
@@ -76,32 +114,39 @@ with batch:
                 st.error(f"Could not use that file: {exc}.", icon=":material/error:")
             else:
                 column = st.selectbox("Text column", text_columns(frame))
-                texts = frame[column].dropna().astype(str).tolist()
-    texts = [t for t in texts if t.strip()]
-    if len(texts) > MAX_CSV_ROWS:
-        st.warning(f"{len(texts):,} texts given; only the first {MAX_CSV_ROWS:,} are analysed.")
-        texts = texts[:MAX_CSV_ROWS]
+    # the rows with text, every column of the upload kept
+    rows = frame[frame[column].notna() & (frame[column].astype(str).str.strip() != "")]
+    if len(rows) > MAX_CSV_ROWS:
+        st.warning(f"{len(rows):,} texts given; only the first {MAX_CSV_ROWS:,} are analysed.")
+        rows = rows.iloc[:MAX_CSV_ROWS]
+    texts = rows[column].astype(str).tolist()
     if texts and st.button(f"Analyse {len(texts)} texts", type="primary"):
         progress = st.progress(0.0, text="Analysing...")
-        rows, total_ms = [], 0.0
+        answers, total_ms = [], 0.0
         for start in range(0, len(texts), 500):
             chunk = texts[start:start + 500]
             results, ms = serve_many("sentiment", [SentimentQuery(t) for t in chunk])
             if results is None:
                 break
             total_ms += ms
-            rows += [{"text": t, "sentiment": r.sentiment, "confidence": round(r.confidence, 4),
-                      "score": round(r.score, 4)} for t, r in zip(chunk, results, strict=True)]
+            answers += results
             progress.progress(min(1.0, (start + len(chunk)) / len(texts)),
                               text=f"{start + len(chunk)} of {len(texts)}")
-        if rows:
-            table = pd.DataFrame(rows)
+        if answers:
+            table = rows.iloc[:len(answers)].assign(
+                sentiment=[r.sentiment for r in answers],
+                confidence=[round(r.confidence * 100, 1) for r in answers],
+                score=[round(r.score, 4) for r in answers])
             latency_caption(total_ms)
             st.altair_chart(alt.Chart(table).mark_bar().encode(
-                x="count()", y=alt.Y("sentiment:N", sort=["positive", "neutral", "negative"]),
-                color=alt.Color("sentiment:N", legend=None)), width="stretch")
-            st.dataframe(table, width="stretch", hide_index=True)
-            st.download_button("Download CSV", table.to_csv(index=False), "sentiment.csv",
-                               "text/csv", icon=":material/download:")
+                x=alt.X("count():Q", title="texts", axis=alt.Axis(format="d", tickMinStep=1)),
+                y=alt.Y("sentiment:N", sort=CLASSES),
+                color=alt.Color("sentiment:N", scale=CLASS_COLOURS, legend=None)),
+                width="stretch")
+            st.dataframe(table, width="stretch", hide_index=True, column_config={
+                "confidence": st.column_config.NumberColumn("confidence", format="%.1f%%")})
+            st.download_button("Download CSV", table.rename(
+                columns={"confidence": "confidence %"}).to_csv(index=False), "sentiment.csv",
+                "text/csv", icon=":material/download:")
 
 info_card(sentiment.info())

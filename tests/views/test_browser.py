@@ -82,13 +82,41 @@ def test_sentiment_type_and_submit(browser_page, server: Server) -> None:  # typ
     box = page.locator("textarea").first
     box.click()
     box.fill("What a wonderful, smooth ride. I love it!")
-    box.press("Control+Enter")
-    page.get_by_text("Sentiment analysis").first.click()  # blur also submits
+    page.get_by_text("41/5000").first.wait_for()  # the character counter
+    page.get_by_role("button", name="Analyse", exact=True).click()
     page.get_by_text("Words that drove the decision").wait_for()
     assert page.get_by_text("positive", exact=True).first.is_visible()
     page.get_by_text("ms in-process").first.wait_for()
     settle(page)
     page.screenshot(path=SHOTS / "sentiment.png", full_page=True)
+    page.get_by_text("Model card").scroll_into_view_if_needed()
+    page.screenshot(path=SHOTS / "sentiment-words.png")
+    box.fill("What a dreadful ride.")  # edited: the old answer goes on the next run
+    page.get_by_text("Sentiment analysis").first.click()
+    page.get_by_text("The text changed").wait_for()
+    assert not page.get_by_text("Words that drove the decision").count()
+
+
+def test_sentiment_batch_csv_keeps_its_columns(browser_page, server: Server,  # type: ignore[no-untyped-def]
+                                               tmp_path: Path) -> None:
+    page = browser_page
+    visit(page, server, "/sentiment", "Sentiment analysis")
+    page.get_by_role("tab", name="Batch").click()
+    page.get_by_text("Upload CSV").click()
+    upload = tmp_path / "reviews.csv"
+    upload.write_text("id,review,stars\n7,I love this phone,5\n8,Worst service ever,1\n"
+                      "9,The shop opens at nine,3\n")
+    page.locator("input[type=file]").set_input_files(str(upload))
+    page.get_by_role("button", name="Analyse 3 texts").click()
+    page.get_by_text("ms in-process").first.wait_for()
+    settle(page)
+    page.screenshot(path=SHOTS / "sentiment-batch.png", full_page=True)
+    with page.expect_download() as download:
+        page.get_by_role("button", name="Download CSV").click()
+    lines = Path(download.value.path()).read_text().splitlines()
+    assert lines[0] == "id,review,stars,sentiment,confidence %,score"
+    assert lines[1].startswith("7,I love this phone,5,positive,")
+    assert lines[2].startswith("8,Worst service ever,1,negative,")
 
 
 def test_image_upload(browser_page, server: Server, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

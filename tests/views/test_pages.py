@@ -14,6 +14,7 @@ from ml.artifacts import ArtifactStore
 from ml.config import Settings
 from ml.image import ImageClassifier
 from ml.registry import Entry, Registry
+from ml.samples import TEXT_LABELS
 from views.shared import MAX_CSV_ROWS, read_text_table, text_columns
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -61,13 +62,56 @@ def test_app_entry_is_a_router_over_every_page() -> None:
 
 # -- sentiment --------------------------------------------------------------------------------
 
+def analyse(app: AppTest, text: str) -> AppTest:
+    """Type `text` and press Analyse, as a visitor does."""
+    app.text_area(key="sentiment_text").input(text).run()
+    [button] = [b for b in app.button if b.label == "Analyse"]
+    return button.click().run()
+
+
 def test_sentiment_single_text() -> None:
-    app = page("sentiment")
-    app.text_area(key="sentiment_text").input("I love this wonderful day").run()
+    app = analyse(page("sentiment"), "I love this wonderful day")
     text = texts_of(app)
     assert ":green[positive]" in text
     assert "Confidence" in text and "in-process" in text
     assert "Words that drove the decision" in text
+    assert "toward positive (green, right) or toward negative (red, left)" in text
+    [chart] = [c for c in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")
+               if "toward positive" in str(c.proto)][:1] or [None]
+    assert chart is not None  # the signed chart with its legend
+
+
+def test_sentiment_typing_alone_does_not_predict() -> None:
+    app = page("sentiment")
+    app.text_area(key="sentiment_text").input("I love this wonderful day").run()
+    assert "Confidence" not in texts_of(app)
+
+
+def test_sentiment_edited_text_never_shows_the_old_answer() -> None:
+    app = analyse(page("sentiment"), "I love this wonderful day")
+    assert ":green[positive]" in texts_of(app)
+    app.text_area(key="sentiment_text").input("I hate this awful day").run()
+    text = texts_of(app)
+    assert ":green[positive]" not in text and "Confidence" not in text
+    assert "press **Analyse**" in text
+
+
+@pytest.mark.parametrize("text", [pytest.param("😀😀🎉", id="emoji"),
+                                  pytest.param("!?… ---", id="punctuation")])
+def test_sentiment_without_known_words_says_so(text: str, registry: Registry) -> None:
+    app = analyse(page("sentiment"), text)
+    assert "No words the model knows were found" in texts_of(app)
+
+
+@pytest.mark.parametrize(("text", "label"), list(TEXT_LABELS.items()))
+def test_every_example_is_one_the_model_gets_right(text: str, label: str,
+                                                   registry: Registry) -> None:
+    """An example the model gets wrong is never shown."""
+    assert registry.get("sentiment").predict_one(text).sentiment == label
+    app = page("sentiment")
+    [button] = [b for b in app.button if b.help == text]
+    button.click().run()
+    assert f"[{label}]" in texts_of(app)
 
 
 def test_sentiment_example_button_fills_the_text() -> None:
@@ -80,24 +124,30 @@ def test_sentiment_example_button_fills_the_text() -> None:
 def test_sentiment_without_text_shows_no_result() -> None:
     app = page("sentiment")
     assert "Confidence" not in texts_of(app)
+    next(b for b in app.button if b.label == "Analyse").click().run()
+    assert "Confidence" not in texts_of(app) and "Type a text first." in texts_of(app)
 
 
-def test_sentiment_too_long_text_is_a_clear_message() -> None:
+def test_sentiment_text_box_counts_up_to_the_models_limit() -> None:
+    """The box shows a character counter and stops at the model's limit (a longer text
+    cannot be typed, so never reaches the model)."""
     app = page("sentiment")
-    app.text_area(key="sentiment_text").input("word " * 1200).run()
-    assert "limit is 5000" in texts_of(app)
-    assert not app.exception
+    box = app.text_area(key="sentiment_text")
+    assert box.proto.max_chars == 5000
+    app = analyse(app, "word " * 1000)
+    assert "Confidence" in texts_of(app) and not app.exception
 
 
 def test_sentiment_batch_of_pasted_lines() -> None:
     app = page("sentiment")
     app.text_area(key="batch_lines").input("great service\nterrible food\nthe bus at nine").run()
-    [analyse] = [b for b in app.button if b.label.startswith("Analyse")]
-    analyse.click().run()
+    [button] = [b for b in app.button if b.label.startswith("Analyse ")]
+    button.click().run()
     assert not app.exception
     table = app.dataframe[0].value
     assert list(table["sentiment"][:2]) == ["positive", "negative"]
     assert len(table) == 3
+    assert table["confidence"].between(33, 100).all()  # a percentage, not a share
 
 
 @pytest.mark.parametrize(("data", "fragment"), [
@@ -201,7 +251,6 @@ def test_failed_model_shows_an_error_and_other_pages_work() -> None:
     assert "weights file is missing" in texts_of(image)
     assert not image.metric
     sentiment = page("sentiment")
-    sentiment.text_area(key="sentiment_text").input("great").run()
-    assert ":green[positive]" in texts_of(sentiment)
+    assert ":green[positive]" in texts_of(analyse(sentiment, "great"))
     home = page("home")
     assert "weights file is missing" in texts_of(home)
