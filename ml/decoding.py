@@ -149,7 +149,8 @@ def open_image(data: ImageInput, limits: DecodeLimits) -> _Opened:
         if not raw:
             raise InvalidInput("image is empty", field="image")
         if len(raw) > limits.max_bytes:
-            raise InvalidInput(f"image is larger than {limits.max_bytes} bytes",
+            raise InvalidInput(f"image is larger than {limits.max_bytes / 2**20:g} MB "
+                               f"({limits.max_bytes:,} bytes)",
                                field="image", limit=limits.max_bytes)
         image, owned = _open(raw), True
     stored_w, stored_h = image.size

@@ -165,11 +165,29 @@ def info_card(info: dict[str, Any]) -> None:
         for key in CARD_FIELDS:
             if info.get(key):
                 st.markdown(f"**{key.capitalize()}**: {info[key]}")
+        for key, value in info.items():  # the model's other fields, read as text
+            if key in (*CARD_FIELDS, "name", "version", "evaluation", "headline") or not value:
+                continue
+            title = key.replace("_", " ").capitalize()
+            if isinstance(value, dict):
+                st.markdown(f"**{title}**:  \n" + "  \n".join(
+                    f"{k.replace('_', ' ')}: {readable(k, v)}" for k, v in value.items()))
+            else:
+                st.markdown(f"**{title}**: {readable(key, value)}")
         rows = flatten(info.get("evaluation", {}))
         if rows:
             st.markdown("**Evaluation**")
             st.dataframe([{"figure": k, "value": str(v)} for k, v in rows],
                          hide_index=True, width="stretch")
+
+
+def readable(key: str, value: Any) -> str:
+    """A model-card value as people read it: sizes in bytes as MB, numbers with commas."""
+    if key.endswith("_bytes") and isinstance(value, int):
+        return f"{value / 2**20:g} MB"
+    if isinstance(value, int) and not isinstance(value, bool):
+        return f"{value:,}"
+    return str(value)
 
 
 def flatten(tree: Any, prefix: str = "") -> list[tuple[str, Any]]:

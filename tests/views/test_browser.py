@@ -132,15 +132,32 @@ def test_image_upload(browser_page, server: Server, tmp_path: Path) -> None:  # 
     page.screenshot(path=SHOTS / "image.png", full_page=True)
 
 
+def test_image_gallery_thumbnails_are_clickable(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    page = browser_page
+    visit(page, server, "/image", "Image classification")
+    page.get_by_role("button", name="A cup of coffee").click()
+    page.get_by_text("espresso").first.wait_for()
+    settle(page)
+    page.screenshot(path=SHOTS / "image-gallery.png", full_page=True)
+
+
 def test_image_upload_of_a_non_image_is_explained(browser_page, server: Server,  # type: ignore[no-untyped-def]
                                                   tmp_path: Path) -> None:
+    """...and the previous image's answer goes with it."""
     page = browser_page
     visit(page, server, "/image", "Image classification")
     page.get_by_text("Upload", exact=True).click()
+    good = tmp_path / "coffee.jpg"
+    good.write_bytes(encoded(photo("coffee"), "JPEG", quality=90))
+    page.locator("input[type=file]").set_input_files(str(good))
+    page.get_by_text("espresso").first.wait_for()
     fake = tmp_path / "not-really.png"
     fake.write_bytes(b"this is not an image at all")
     page.locator("input[type=file]").set_input_files(str(fake))
     page.get_by_text("not a supported image").first.wait_for()
+    settle(page)
+    assert not page.get_by_text("Best guess").count()
+    assert not page.get_by_text("espresso").count()
 
 
 def test_recommendations_pick_a_household(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]

@@ -179,11 +179,29 @@ def test_image_gallery_default_is_classified() -> None:
 
 
 def test_image_gallery_choice_and_top_k() -> None:
+    """The gallery is thumbnails with a button each (no dropdown); the chart's confidence
+    axis runs 0-100% whatever the answer."""
     app = page("image")
-    app.selectbox[0].select("coffee").run()
+    assert not app.selectbox
+    assert len(app.get("image")) >= 6 and len(app.button) >= 6
+    app.button(key="sample-coffee").click().run()
     app.slider[0].set_value(3).run()
     assert app.metric[0].value == "espresso"
     assert not app.exception
+    [chart] = app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")
+    assert '"domain":[0,1]' in str(chart.proto.spec).replace(" ", "")
+
+
+def test_image_limits_read_in_mb_and_agree_with_the_uploader() -> None:
+    import tomllib
+
+    config = tomllib.loads((ROOT / ".streamlit" / "config.toml").read_text())
+    app = page("image")
+    app.radio[0].set_value("Upload").run()
+    assert f"up to {config['server']['maxUploadSize']} MB" in app.get("file_uploader")[0].help
+    assert "TIFF" in app.get("file_uploader")[0].help
+    card = texts_of(app)
+    assert "max bytes: 10 MB" in card and "{" not in card  # the model card, not JSON
 
 
 def test_image_upload_without_a_file_shows_nothing() -> None:
