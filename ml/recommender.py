@@ -177,14 +177,20 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
         return self(RecommendQuery("new-household", RecommendContext(category), limit,
                                    items=tuple(str(i) for i in item_ids)))
 
-    def history(self, user_id: str | int, *, limit: int = 10) -> list[RecommendedItem]:
-        """The household's most-bought products (score: log1p of purchases)."""
+    def history(self, user_id: str | int, *, limit: int = 10,
+                category: str | None = None) -> list[RecommendedItem]:
+        """The household's most-bought products, optionally in one department (score:
+        log1p of purchases)."""
         row = self._user_row.get(_validate_user(user_id))
+        candidates = self._candidates(category)
         if row is None:
             return []
         matrix = self.trained.user_items
         start, end = matrix.indptr[row], matrix.indptr[row + 1]
         columns, values = matrix.indices[start:end], matrix.data[start:end]
+        if candidates is not None:
+            keep = np.isin(columns, candidates)
+            columns, values = columns[keep], values[keep]
         order = np.argsort(-values, kind="stable")[:_validate_limit(limit)]
         return [self._item(columns[i], float(values[i])) for i in order]
 

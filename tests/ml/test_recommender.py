@@ -56,6 +56,13 @@ def test_category_filters_by_department(recommender, household: str, category: s
     assert {item.department for item in result.recommendations} == {category.strip().upper()}
 
 
+def test_history_filters_by_department(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
+    everything = recommender.history(household, limit=100)
+    produce = recommender.history(household, limit=100, category="produce")
+    assert produce and {item.department for item in produce} == {"PRODUCE"}
+    assert produce == [item for item in everything if item.department == "PRODUCE"]
+
+
 def test_unknown_category_lists_valid_ones(recommender, household: str) -> None:  # type: ignore[no-untyped-def]
     with pytest.raises(InvalidInput) as caught:
         recommender.recommend(household, category="spaceships")

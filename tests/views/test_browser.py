@@ -178,6 +178,10 @@ def test_recommendations_pick_a_household(browser_page, server: Server) -> None:
     tables = page.locator("[data-testid=stDataFrame]:not([data-testid=stExpander] *)")
     assert tables.count() == 2
     assert tables.nth(1).bounding_box()["height"] > 200  # ten rows, not an empty frame
+    # every column fits: no table scrolls sideways at 1400 px
+    overflow = page.evaluate("""() => [...document.querySelectorAll(
+        '[data-testid=stDataFrame] .dvn-scroller')].map(s => s.scrollWidth - s.clientWidth)""")
+    assert len(overflow) >= 2 and max(overflow) <= 0, overflow
     page.screenshot(path=SHOTS / "recommender.png", full_page=True)
 
 

@@ -225,9 +225,28 @@ def test_recommendations_with_category_and_limit() -> None:
     app = page("recommender")
     app.selectbox[1].select("MEAT").run()
     app.slider[0].set_value(5).run()
-    recommended = app.dataframe[1].value
+    bought, recommended = app.dataframe[0].value, app.dataframe[1].value
     assert len(recommended) == 5
     assert set(recommended["department"]) == {"Meat"}
+    assert len(bought) and set(bought["department"]) == {"Meat"}  # the history too
+
+
+def test_recommendations_history_counts_purchases_in_plain_words() -> None:
+    bought = page("recommender").dataframe[0].value
+    assert list(bought.columns) == ["product", "department", "times bought"]
+    counts = list(bought["times bought"])
+    assert all(isinstance(n, int) and n >= 1 for n in counts), counts
+    assert counts == sorted(counts, reverse=True)
+
+
+def test_household_ids_sort_as_numbers_and_the_id_field_names_the_range() -> None:
+    app = page("recommender")
+    ids = app.selectbox[0].options[:-1]
+    numbers = [int(option.split(":")[0].lstrip("#")) for option in ids]
+    assert numbers == sorted(numbers) and len(numbers) == 12
+    app.selectbox[0].select("another id...").run()
+    field = app.text_input[0]
+    assert "ids from 1 to 2500" in field.help and "have a purchase history" in field.help
 
 
 def test_unknown_household_says_it_shows_popular_items() -> None:
@@ -244,6 +263,11 @@ def test_new_customer_cold_start(recommender) -> None:  # type: ignore[no-untype
     app.multiselect[0].select(popular[0].item_id).select(popular[3].item_id).run()
     assert "Recommended for you" in [s.value for s in app.subheader]
     assert not app.exception
+
+
+def test_new_customer_picker_has_no_select_all() -> None:
+    picker = page("recommender").multiselect[0]
+    assert picker.proto.HasField("select_all") and picker.proto.select_all == 0
 
 
 # -- a failed model --------------------------------------------------------------------------
