@@ -39,7 +39,7 @@ api = create_app(service=service)
 # under st.App's routes as well so that Streamlit's catch-all never serves HTML for them.
 api_routes = [Route(path, api) for path in (
     "/api/{path:path}", "/health", "/health/{path:path}", "/metrics", "/metrics/{path:path}",
-    "/openapi.json", "/docs", "/v2", "/v2/{path:path}")]
+    "/openapi.json", "/docs", "/docs/{path:path}", "/v2", "/v2/{path:path}")]
 
 
 @asynccontextmanager

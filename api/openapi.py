@@ -10,8 +10,6 @@ when keys are configured, and the error shape with its request id.
 
 from __future__ import annotations
 
-import html
-import json
 from typing import Any
 
 import msgspec
@@ -291,55 +289,3 @@ def _examples(bodies: list[dict[str, Any]]) -> dict[str, Any] | None:
     if not bodies:
         return None
     return {f"example{i + 1}": {"value": value} for i, value in enumerate(bodies)}
-
-
-def docs_html(spec: dict[str, Any]) -> str:
-    """A self-contained HTML page describing every operation (no external assets)."""
-    rows = []
-    for path, methods in spec["paths"].items():
-        for method, op in methods.items():
-            body = op.get("requestBody", {}).get("content", {})
-            request = "".join(
-                f"<p><b>{html.escape(kind)}</b></p><pre>"
-                f"{html.escape(json.dumps(_resolve(s['schema'], spec), indent=2))}</pre>"
-                for kind, s in body.items())
-            content = op["responses"]["200"]["content"]
-            response = next(iter(content.values()))["schema"]
-            statuses = ", ".join(f"<code>{s}</code> {html.escape(r['description'])}"
-                                 for s, r in op["responses"].items() if s != "200")
-            rows.append(
-                f"<section><h2><span class='m'>{method.upper()}</span> <code>{path}</code></h2>"
-                f"<p>{html.escape(op['summary'])}</p>{request}"
-                f"<details><summary>200 response</summary><pre>"
-                f"{html.escape(json.dumps(_resolve(response, spec), indent=2))}</pre></details>"
-                f"<p class='e'>{statuses}</p></section>")
-    info = spec["info"]
-    return (
-        "<!doctype html><html lang='en'><head><meta charset='utf-8'>"
-        f"<title>{html.escape(info['title'])}</title><style>"
-        "body{font:15px/1.5 system-ui,sans-serif;max-width:960px;margin:2rem auto;padding:0 1rem;"
-        "color:#1f2933}h1{font-size:1.6rem}h2{font-size:1.1rem;margin-top:2rem}"
-        "pre{background:#f4f6f8;padding:.75rem;overflow:auto;font-size:13px}"
-        ".m{background:#2563eb;color:#fff;border-radius:4px;padding:0 .4rem;font-size:.85rem}"
-        ".e{font-size:13px;color:#52606d}</style></head><body>"
-        f"<h1>{html.escape(info['title'])}</h1><p>{html.escape(info['description'])}</p>"
-        "<p>Machine-readable: <a href='/openapi.json'>/openapi.json</a></p>"
-        + "".join(rows) + "</body></html>")
-
-
-def _resolve(schema: dict[str, Any], spec: dict[str, Any], depth: int = 0) -> Any:
-    """Inline $refs for display."""
-    if depth > 6:
-        return schema
-    if "$ref" in schema:
-        name = schema["$ref"].rsplit("/", 1)[1]
-        return _resolve(spec["components"]["schemas"][name], spec, depth + 1)
-    out: dict[str, Any] = {}
-    for key, value in schema.items():
-        if isinstance(value, dict):
-            out[key] = _resolve(value, spec, depth + 1)
-        elif isinstance(value, list):
-            out[key] = [_resolve(v, spec, depth + 1) if isinstance(v, dict) else v for v in value]
-        else:
-            out[key] = value
-    return out

@@ -12,16 +12,16 @@ from typing import Any
 
 import msgspec
 from starlette.requests import Request
-from starlette.responses import HTMLResponse, Response
+from starlette.responses import Response
 from starlette.routing import Route
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from api import schemas, wire
+from api import docs, schemas, wire
 from api.encoding import json_response, schema_response
 from api.errors import ApiError, answer_error
 from api.metrics import metrics_body
 from api.middleware import Refusal
-from api.openapi import docs_html, openapi_spec
+from api.openapi import openapi_spec
 from api.queries import (
     parse,
     parse_body,
@@ -243,12 +243,6 @@ async def openapi(request: Request) -> Response:
     return json_response(spec_of(request))
 
 
-async def docs(request: Request) -> Response:
-    spec = spec_of(request)
-    return HTMLResponse(docs_html(spec), headers={
-        "content-security-policy": "default-src 'none'; style-src 'unsafe-inline'"})
-
-
 OPERATIONAL = [
     Route("/api/models", list_models, methods=["GET"]),
     Route("/health", health, methods=["GET"]),
@@ -257,7 +251,8 @@ OPERATIONAL = [
     Route("/metrics", metrics, methods=["GET"]),
     Route("/metrics/prometheus", metrics_prometheus, methods=["GET"]),
     Route("/openapi.json", openapi, methods=["GET"]),
-    Route("/docs", docs, methods=["GET"]),
+    Route("/docs", docs.page, methods=["GET"]),
+    Route("/docs/{name}", docs.asset, methods=["GET"]),
 ]
 
 
