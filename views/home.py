@@ -3,7 +3,8 @@
 import psutil
 import streamlit as st
 
-from views.shared import registry
+from views.navigation import pages
+from views.shared import registry, ui_settings
 
 st.title("Real-time ML predictions")
 st.markdown(
@@ -23,9 +24,10 @@ digraph {
 }""")
 
 reg = registry()
+loading = not reg.ready
 
 
-@st.fragment(run_every=2.0)
+@st.fragment(run_every=2.0 if loading else None)  # polls only while a model is loading
 def model_cards() -> None:
     """Model cards with live state; refreshes itself while anything is still loading."""
     statuses = list(reg.statuses().items())
@@ -54,16 +56,22 @@ def model_cards() -> None:
                 st.error(status.reason or "failed to load")
     memory = psutil.Process().memory_info().rss / 2**20
     st.caption(f"Process memory: {memory:,.0f} MB for the UI, the API and every loaded model.")
+    if loading and reg.ready:
+        st.rerun()  # the whole page, once: its fragment then stops polling
 
 
 model_cards()
-if any(s.state != "ready" for s in reg.statuses().values()):
+if loading:
     if st.button("Load all models now", icon=":material/download:"):
         with st.spinner("Loading and warming every model..."):
             reg.warmup()
         st.rerun()
 
+st.subheader("Try it")
+for link in pages([shown for shown in ui_settings().ui_pages if shown != "overview"]):
+    st.page_link(link)
+
 st.subheader("Use it from code")
 st.code("""curl -s localhost:8501/api/predict/sentiment -H 'content-type: application/json' \\
   -d '{"text": "I love this!"}'""", language="bash")
-st.caption("API docs at /docs · health at /health · metrics at /metrics")
+st.markdown("[API docs](/docs) · [Health](/health) · [Metrics](/metrics) (Prometheus)")

@@ -6,6 +6,7 @@ import re
 import shutil
 from collections.abc import Iterator
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -41,6 +42,13 @@ def browser_page(server: Server) -> Iterator[object]:
         browser.close()
 
 
+def fresh_page(page):  # type: ignore[no-untyped-def]
+    """A new tab of the same browser, for listeners set before its first request."""
+    tab = page.context.browser.new_page(viewport={"width": 1400, "height": 1000})
+    tab.set_default_timeout(90_000)
+    return tab
+
+
 def visit(page, server: Server, path: str, marker: str) -> None:  # type: ignore[no-untyped-def]
     page.goto(f"{server.url}{path}")
     page.get_by_text(marker).first.wait_for()
@@ -73,6 +81,57 @@ def test_overview(browser_page, server: Server) -> None:  # type: ignore[no-unty
     page.get_by_text("Held-out accuracy").first.wait_for()
     page.get_by_text("NDCG@10").first.wait_for()
     page.screenshot(path=SHOTS / "overview.png", full_page=True)
+
+
+PAGES = [("/", "Real-time ML predictions"), ("/sentiment", "Sentiment analysis"),
+         ("/image", "Image classification"), ("/recommender", "Product recommendations"),
+         ("/wine", "Wine cultivar"), ("/benchmarks", "Benchmarks")]
+
+
+def test_every_page_loads_from_this_server_alone(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """Offline works: no request to another host (a :material/: page icon made every page
+    fetch its favicon from fonts.gstatic.com). The only failed requests are the frontend's
+    base-path probes on a deep link (README, "Deep links"), each followed by the root's."""
+    page = fresh_page(browser_page)
+    requested: list[str] = []
+    failed: list[str] = []
+    page.on("request", lambda request: requested.append(request.url))
+    page.on("response", lambda response: response.status >= 400 and failed.append(
+        f"{response.status} {urlsplit(response.url).path}"))
+    try:
+        for path, marker in PAGES:
+            visit(page, server, path, marker)
+    finally:
+        page.close()
+    host = urlsplit(server.url).netloc
+    assert [url for url in requested if urlsplit(url).scheme in ("http", "https", "ws", "wss")
+            and urlsplit(url).netloc != host] == []
+    probes = [f"404 {path}/_stcore/{route}" for path, _ in PAGES[1:]
+              for route in ("health", "host-config")]
+    assert sorted(failed) == sorted(probes)
+    assert f"{server.url}/_stcore/health" in requested
+
+
+def test_overview_links_to_the_pages_and_stops_polling(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
+    """With every model ready the model cards no longer rerun every 2 s (each rerun is a
+    message from the browser), and the page links navigate."""
+    page = fresh_page(browser_page)
+    sent: list[object] = []
+    page.on("websocket", lambda socket: socket.on("framesent", lambda frame: sent.append(frame)))
+    try:
+        visit(page, server, "/", "Real-time ML predictions")
+        page.get_by_text("NDCG@10").first.wait_for()
+        settle(page)
+        before = len(sent)
+        page.wait_for_timeout(5_000)
+        assert len(sent) == before, f"{len(sent) - before} reruns in 5 s"
+        for route in ("/docs", "/health", "/metrics"):
+            assert page.locator(f"a[href='{route}']").count() == 1
+        page.locator("[data-testid=stPageLink]").get_by_text("Recommendations").click()
+        page.wait_for_url("**/recommender")
+        page.get_by_role("heading", name="Product recommendations").wait_for()
+    finally:
+        page.close()
 
 
 def test_sentiment_type_and_submit(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]

@@ -54,10 +54,19 @@ def test_home_shows_architecture_and_model_cards() -> None:
 
 def test_app_entry_is_a_router_over_every_page() -> None:
     source = (ROOT / "app.py").read_text()
-    for name in ("home", "benchmarks"):
-        assert f'"views/{name}.py"' in source
+    assert "st.navigation(pages(" in source
     assert "ml" not in {line.split()[1] for line in source.splitlines()
                         if line.startswith(("import ", "from "))}
+    assert '"home.py"' in (ROOT / "views" / "navigation.py").read_text()
+
+
+def test_home_links_to_every_other_page_and_the_api() -> None:
+    app = page("home")
+    links = [element.proto.page for element in app.get("page_link")]
+    assert links == ["sentiment", "image", "recommender", "wine", "benchmarks"]
+    text = texts_of(app)
+    for route in ("/docs", "/health", "/metrics"):
+        assert f"]({route})" in text
 
 
 # -- sentiment --------------------------------------------------------------------------------
