@@ -46,6 +46,8 @@ def test_page_predictions_spend_the_api_rate_limit() -> None:
     app = AppTest.from_file(str(ROOT / "views" / "sentiment.py"), default_timeout=90)
     app.run()
     app.text_area(key="sentiment_text").input("what a great day").run()
+    [analyse] = [b for b in app.button if b.label == "Analyse"]
+    analyse.click().run()  # typing alone predicts nothing since the Analyse button
     assert not app.exception
     warnings = " ".join(w.value for w in app.warning)
     assert "Too many predictions from your address" in warnings
