@@ -26,6 +26,7 @@ import contextlib
 import json
 import statistics
 import tempfile
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -86,6 +87,17 @@ def cpu_seconds(server: Server) -> float:
     return total
 
 
+def settle(server: Server, timeout_s: float = 5.0) -> None:
+    """Wait until `server` has gone idle: all servers share one core, so work a server does
+    after its measurement would be charged to whichever is measured next."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        before = cpu_seconds(server)
+        time.sleep(0.2)
+        if cpu_seconds(server) - before < 0.005:  # under 2.5% of the core
+            return
+
+
 def measure(server: Server, seconds: float, headers: dict[str, str], route: str = ROUTE,
             body: bytes = BODY) -> dict[str, Any]:
     """Throughput and tail at concurrency 32, CPU per request, and p50 at concurrency 1."""
@@ -128,6 +140,7 @@ def run(settings: Settings, *, quick: bool = False,
             for name, server in servers.items():
                 route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
                 result = measure(server, seconds, headers, route, body)
+                settle(server)  # its after-work (closing 32 connections...) not on the next
                 runs[name].append(result)
                 progress(f"pinned {name:<14} round {round_ + 1}: {result['rps']:9.1f} req/s "
                          f"c=32, p50 {result['c1_p50_ms']:.3f} ms c=1, "
