@@ -6,13 +6,16 @@ import io
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from PIL import Image
 
 from benchmarks.services import Server, running
 from ml.config import Settings
+from ml.contract import ModelBase
 from ml.registry import Registry, default_registry
+from ml.sentiment import SentimentQuery, SentimentResult
 from ml.threads import single_threaded_blas
 
 # As a serving process does at start, in the main thread: models that train in a warm-up
@@ -74,6 +77,24 @@ def same(a: object, b: object, tolerance: float = 1e-6) -> bool:
     if isinstance(a, list) and isinstance(b, list):
         return len(a) == len(b) and all(same(x, y, tolerance) for x, y in zip(a, b, strict=True))
     return bool(a == b)
+
+
+class SentimentStub(ModelBase[SentimentQuery, Any, SentimentResult]):
+    """A test double of a text model's contract: a subclass gives prepare and predict."""
+
+    name = "sentiment"
+    version = "stub-v1"
+    Query = SentimentQuery
+    Result = SentimentResult
+
+    def examples(self) -> list[SentimentQuery]:
+        return [SentimentQuery("hi")]
+
+    def info(self) -> dict[str, Any]:
+        return {"name": self.name, "version": self.version}
+
+    def warmup(self) -> None:
+        pass
 
 
 def need_tool(found: bool, why: str) -> None:

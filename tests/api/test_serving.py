@@ -11,10 +11,10 @@ import pytest
 from starlette.testclient import TestClient
 
 from ml.batching import Batcher
-from ml.contract import ModelBase
 from ml.registry import Entry, Registry
-from ml.sentiment import SentimentQuery, SentimentResult
+from ml.sentiment import SentimentQuery
 from tests.api.test_routes import assert_error
+from tests.conftest import SentimentStub
 
 
 def timing(response: Any) -> dict[str, str]:
@@ -114,13 +114,10 @@ def test_request_timeout_header_is_checked(client: TestClient) -> None:
     assert ok.status_code == 200
 
 
-class Gated(ModelBase[SentimentQuery, tuple[str, bool], SentimentResult]):
+class Gated(SentimentStub):
     """A sentiment model whose predictions wait for a gate (or a timeout)."""
 
-    name = "sentiment"
     version = "gated-v1"
-    Query = SentimentQuery
-    Result = SentimentResult
 
     def __init__(self, real: Any) -> None:
         self.gate = threading.Event()
@@ -136,15 +133,6 @@ class Gated(ModelBase[SentimentQuery, tuple[str, bool], SentimentResult]):
         self.entered.set()
         self.gate.wait(10)
         return self.real.predict(items)  # type: ignore[no-any-return]
-
-    def examples(self) -> list[SentimentQuery]:
-        return [SentimentQuery("hi")]
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
-
-    def warmup(self) -> None:
-        pass
 
 
 def gated_client(make_client, warm_registry: Registry, **changes: Any) -> tuple[Any, Gated]:  # type: ignore[no-untyped-def]

@@ -10,12 +10,11 @@ from typing import Any
 
 import pytest
 
-from ml.contract import ModelBase
 from ml.engine import Engine
 from ml.inline import MIN_CALLS, Cost, LoopBatcher
 from ml.registry import Entry, Registry
 from ml.sentiment import SentimentQuery, SentimentResult
-from tests.conftest import same
+from tests.conftest import SentimentStub, same
 
 
 def test_a_loop_batch_answers_as_the_model_alone(sentiment) -> None:  # type: ignore[no-untyped-def]
@@ -91,13 +90,11 @@ def test_cost_believes_a_slow_call_at_once_and_a_fast_one_gradually() -> None:
     assert 5 <= calls <= 20  # and back once cheap calls outweigh it
 
 
-class Switchable(ModelBase[SentimentQuery, str, SentimentResult]):
+class Switchable(SentimentStub):
     """A model whose calls take `delay` seconds; records where each call ran and how long."""
 
     name = "switchable"
     version = "switchable-v1"
-    Query = SentimentQuery
-    Result = SentimentResult
 
     def __init__(self) -> None:
         self.delay = 0.0
@@ -113,15 +110,6 @@ class Switchable(ModelBase[SentimentQuery, str, SentimentResult]):
         self.calls.append((threading.current_thread().name, time.perf_counter() - started,
                            len(items)))
         return [SentimentResult("neutral", 1.0, 0.0) for _ in items]
-
-    def examples(self) -> list[SentimentQuery]:
-        return [SentimentQuery("hi")]
-
-    def info(self) -> dict[str, Any]:
-        return {"name": self.name, "version": self.version}
-
-    def warmup(self) -> None:
-        pass
 
 
 @pytest.fixture
