@@ -30,6 +30,10 @@ class ApiSettings(EnvSettings):
                                     minimum=1)
     access_log: bool = setting(
         True, "ML_ACCESS_LOG", "Write the JSON access log: one line per API request.")
+    response_digits: int = setting(
+        4, "ML_RESPONSE_DIGITS",
+        "Significant digits of the floats in prediction answers (0: full precision).",
+        minimum=0)
     trusted_proxies: tuple[str, ...] = setting(
         (), "ML_TRUSTED_PROXIES",
         "Proxy addresses/CIDRs whose X-Forwarded-For is believed for rate limiting.")

@@ -31,6 +31,7 @@ from api.queries import (
     timeout_of,
     validation_error,
 )
+from api.rounding import rounder
 from api.service import Service
 from ml.engine import Served
 from ml.errors import InvalidInput, MLError
@@ -49,10 +50,16 @@ def server_timing(served: Served) -> str:
             f'batch;desc="{served.batch_size}"')
 
 
-def prediction_response(served: Served, version: str) -> Response:
+def presented(result: Any, digits: int) -> Any:
+    """The result with its floats rounded for people (ML_RESPONSE_DIGITS)."""
+    present = rounder(type(result), digits)  # type: ignore[arg-type]
+    return result if present is None else present(result)
+
+
+def prediction_response(served: Served, version: str, digits: int) -> Response:
     """The result (encoded by its own type) with latency_ms and model, and Server-Timing
     saying where the time went."""
-    body = wire.encode_prediction(served.result,
+    body = wire.encode_prediction(presented(served.result, digits),
                                   round(served.queue_ms + served.compute_ms, 4), version)
     return Response(body, media_type="application/json",
                     headers={"server-timing": server_timing(served)})
@@ -66,7 +73,8 @@ def predict_endpoint(op: wire.Operation) -> Endpoint:
         query = await read_query(request, op, service)
         served = await service.engine.apredict(op.name, query, timeout_s=timeout)
         model = service.registry.loaded(op.name)
-        return prediction_response(served, model.version if model else op.name)
+        return prediction_response(served, model.version if model else op.name,
+                                   service.settings.response_digits)
     return endpoint
 
 
@@ -80,6 +88,8 @@ def direct_routes(service: Service, ops: Sequence[wire.Operation | str]) -> dict
 def json_prediction(op: wire.Operation, service: Service) -> ASGIApp:
     """`predict_endpoint`'s steps on the raw ASGI messages; errors answered by the same
     handlers as everywhere else (`api.errors`)."""
+    present = rounder(op.result, service.settings.response_digits) or (lambda result: result)
+
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
         try:
             timeout = timeout_of(scope, service)
@@ -91,7 +101,7 @@ def json_prediction(op: wire.Operation, service: Service) -> ASGIApp:
             await answer_error(scope, receive, send, exc)
             return
         model = service.registry.loaded(op.name)
-        body = wire.encode_prediction(served.result,
+        body = wire.encode_prediction(present(served.result),
                                       round(served.queue_ms + served.compute_ms, 4),
                                       model.version if model else op.name)
         await send({"type": "http.response.start", "status": 200, "headers": [
@@ -105,8 +115,9 @@ def json_prediction(op: wire.Operation, service: Service) -> ASGIApp:
 def unavailable_endpoint(name: str) -> Endpoint:
     """The route of a model whose class could not even be imported: the engine says why."""
     async def endpoint(request: Request) -> Response:
-        served = await service_of(request).engine.apredict(name, None)
-        return prediction_response(served, name)
+        service = service_of(request)
+        served = await service.engine.apredict(name, None)
+        return prediction_response(served, name, service.settings.response_digits)
     return endpoint
 
 
@@ -149,7 +160,8 @@ async def predict_batch(request: Request) -> Response:
                            field=f"texts[{index}]") from None
     model = registry.loaded(name)
     response = wire.batch_response_type(type(served[0].result))(  # type: ignore[arg-type]
-        results=[s.result for s in served], count=len(served),
+        results=[presented(s.result, service.settings.response_digits) for s in served],
+        count=len(served),
         latency_ms=round(max(s.compute_ms for s in served), 4),
         model=model.version if model else name)
     return Response(msgspec.json.encode(response), media_type="application/json")
