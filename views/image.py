@@ -8,7 +8,7 @@ import streamlit as st
 
 from ml.image import ImageQuery
 from ml.samples import PHOTOS, sample_jpeg, sample_photo
-from views.shared import info_card, latency_caption, limited, model, registry, serve
+from views.shared import engine, info_card, latency_caption, limited, model, registry
 
 st.title("Image classification")
 classifier = model("image")
@@ -61,7 +61,9 @@ if image_input is not None:
     with result_area.container():
         decoded, _ = limited(lambda: classifier.preview(image_input))  # type: ignore[attr-defined]
         if decoded is not None:
-            result, ms = serve("image", ImageQuery(image_input, top_k=top_k))
+            served, ms = limited(lambda: engine().predict("image",
+                                                          ImageQuery(image_input, top_k=top_k)))
+            result = served.result if served is not None else None
             left, right = st.columns([2, 3])
             left.image(decoded, width="stretch")
             if result is not None:
@@ -69,7 +71,7 @@ if image_input is not None:
                     best = result.predictions[0]
                     st.metric("Best guess", best.label)
                     st.progress(best.confidence, text=f"{best.confidence:.1%} confident")
-                    latency_caption(ms)
+                    latency_caption(ms, cached=served is not None and served.cached)
                     frame = pd.DataFrame([{"label": p.label, "confidence": p.confidence}
                                           for p in result.predictions])
                     st.altair_chart(alt.Chart(frame).mark_bar(color="#2563eb").encode(

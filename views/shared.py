@@ -150,9 +150,14 @@ def timed(call: Callable[[], T]) -> tuple[T | None, float]:
     return result, (time.perf_counter() - started) * 1e3
 
 
-def latency_caption(ms: float) -> None:
-    """The in-process latency, the point of the whole demo."""
-    st.caption(f":material/bolt: {ms:.2f} ms in-process")
+def latency_caption(ms: float, *, cached: bool = False) -> None:
+    """The in-process latency, the point of the whole demo; an answer from the prediction
+    cache says so (its time is a lookup's, not the model's)."""
+    if cached:
+        st.caption(f":material/cached: {ms:.2f} ms in-process: answered from the prediction "
+                   "cache (the same input was classified before, here or through the API)")
+    else:
+        st.caption(f":material/bolt: {ms:.2f} ms in-process")
 
 
 CARD_FIELDS = ("task", "architecture", "data", "weights", "training", "source", "limits")

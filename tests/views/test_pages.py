@@ -201,6 +201,17 @@ def test_image_gallery_choice_and_top_k() -> None:
     assert '"domain":[0,1]' in str(chart.proto.spec).replace(" ", "")
 
 
+def test_image_answer_from_the_cache_says_so() -> None:
+    app = page("image")
+    app.button(key="sample-rocket").click().run()
+    app.slider[0].set_value(7).run()  # a query no other test asks: first time, the model
+    first = [c.value for c in app.caption if "in-process" in c.value]
+    assert first and "cache" not in first[0]
+    app.run()  # the same image and top-k again
+    again = [c.value for c in app.caption if "in-process" in c.value]
+    assert again and "answered from the prediction cache" in again[0]
+
+
 def test_image_limits_read_in_mb_and_agree_with_the_uploader() -> None:
     import tomllib
 
