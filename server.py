@@ -75,4 +75,5 @@ app = ApiFirst(api, UiGuard(
     upload_session_bytes=settings.ui_upload_session_bytes,
     upload_total_bytes=settings.ui_upload_total_bytes,
     frame_ancestors=settings.ui_frame_ancestors, api_keys=settings.api_keys,
-    trusted_proxies=settings.trusted_proxies))
+    trusted_proxies=settings.trusted_proxies, access=service.access,
+    access_ui=settings.access_log_ui))

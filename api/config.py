@@ -13,6 +13,7 @@ from ml.errors import ConfigError
 from ml.registry import NAME
 
 UI_BENCHMARKS = ("auto", "on", "off")
+UI_ACCESS_LOG = ("pages", "all", "off")
 UI_PAGES = ("overview", "models", "benchmarks")  # or single models, by name
 
 
@@ -30,6 +31,10 @@ class ApiSettings(EnvSettings):
                                     minimum=1)
     access_log: bool = setting(
         True, "ML_ACCESS_LOG", "Write the JSON access log: one line per API request.")
+    access_log_ui: str = setting(
+        "pages", "ML_ACCESS_LOG_UI",
+        "UI lines in the same access log: pages (page loads, websocket sessions, uploads and "
+        "every error; static assets and health pings quiet), all, or off.")
     response_digits: int = setting(
         4, "ML_RESPONSE_DIGITS",
         "Significant digits of the floats in prediction answers (0: full precision).",
@@ -123,6 +128,9 @@ class ApiSettings(EnvSettings):
         if self.ui_benchmarks not in UI_BENCHMARKS:
             raise ConfigError("ML_UI_BENCHMARKS", self.ui_benchmarks,
                               f"one of {', '.join(UI_BENCHMARKS)}")
+        if self.access_log_ui not in UI_ACCESS_LOG:
+            raise ConfigError("ML_ACCESS_LOG_UI", self.access_log_ui,
+                              f"one of {', '.join(UI_ACCESS_LOG)}")
         unknown_pages = [p for p in self.ui_pages if p not in UI_PAGES and not NAME.match(p)]
         if unknown_pages:
             raise ConfigError("ML_UI_PAGES", ",".join(self.ui_pages),

@@ -16,7 +16,11 @@ in total:
 - `/_stcore/metrics` (Streamlit's cache statistics) needs an API key when keys are set;
 - every UI response carries X-Content-Type-Options, X-Frame-Options and a CSP
   frame-ancestors (ML_UI_FRAME_ANCESTORS; 'self' by default, so Community Cloud's frame
-  still works).
+  still works);
+- UI traffic goes to the API's JSON access log (`api.access`), one log for the process:
+  page loads, uploads, a line per websocket session when it ends (method WEBSOCKET, its
+  duration) and every error; static assets, Streamlit's health pings and its base-path
+  probes (a few hundred lines a minute per open page) only with ML_ACCESS_LOG_UI=all.
 """
 
 from __future__ import annotations
@@ -25,18 +29,35 @@ import asyncio
 import hmac
 import json
 import logging
+import time
 from collections import Counter
 from collections.abc import Callable, Iterable
 from typing import Any
 
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from api.access import AccessLog
+from api.middleware import RequestIds
 from api.ratelimit import client_address, networks
 
 logger = logging.getLogger("api.ui")
 STREAM = "/_stcore/stream"
 UPLOAD = "/_stcore/upload_file/"
 METRICS = "/_stcore/metrics"
+# what a browser fetches by itself: quiet in the access log unless it fails
+QUIET = ("/static/", "/_stcore/health", "/_stcore/host-config", "/_stcore/script-health",
+         "/favicon", "/media/", "/component/", "/app/static/")
+# Streamlit's base-path probes: on a deep link (/sentiment) the page first asks
+# /sentiment/_stcore/health and host-config, gets 404s and falls back to the root's; the
+# answers are right (there is no app under /sentiment), so they stay quiet too
+PROBES = ("/_stcore/health", "/_stcore/host-config")
+
+
+def quiet(path: str, status: int) -> bool:
+    """Whether a UI request stays out of the access log at ML_ACCESS_LOG_UI=pages."""
+    if status < 400:
+        return path.startswith(QUIET)
+    return status == 404 and path.endswith(PROBES)
 
 # (session id) -> bytes of the files Streamlit holds for it
 HeldBytes = Callable[[str], int]
@@ -100,8 +121,12 @@ class UiGuard:
                  frame_ancestors: str = "'self'", api_keys: Iterable[str] = (),
                  trusted_proxies: Iterable[str] = (),
                  held: tuple[HeldBytes, Callable[[], int]] | None = None,
-                 forget: Callable[[str], None] = streamlit_forget) -> None:
+                 forget: Callable[[str], None] = streamlit_forget,
+                 access: AccessLog | None = None, access_ui: str = "pages") -> None:
         self.app = app
+        self.access = access if access is not None and access_ui != "off" else None
+        self.log_everything = access_ui == "all"
+        self.new_id = RequestIds()
         self.max_sessions = max_sessions
         self.max_per_client = max_sessions_per_client
         self.idle_timeout_s = idle_timeout_s
@@ -126,6 +151,31 @@ class UiGuard:
         self.security_headers = headers
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if self.access is None or scope["type"] not in ("http", "websocket"):
+            await self._guarded(scope, receive, send)
+            return
+        started, status = time.perf_counter(), [0]
+
+        async def recording_send(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                status[0] = message["status"]
+            elif message["type"] == "websocket.accept":
+                status[0] = 101
+            elif message["type"] == "websocket.close" and not status[0]:
+                status[0] = 403  # refused before the upgrade
+            await send(message)
+        try:
+            await self._guarded(scope, receive, recording_send)
+        finally:
+            path = str(scope["path"])
+            if (self.log_everything or scope["type"] == "websocket"
+                    or not quiet(path, status[0])):
+                method = "WEBSOCKET" if scope["type"] == "websocket" else scope["method"]
+                self.access.add(self.new_id(), method, path, status[0] or 500,
+                                time.perf_counter() - started,
+                                client_address(scope, self.trusted))
+
+    async def _guarded(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] == "websocket":
             await self._websocket(scope, receive, send)
         elif scope["type"] != "http":

@@ -285,6 +285,11 @@ def test_every_request_under_load_is_logged_and_counted_once(settings: Settings,
             line = (f'http_requests_total{{method="POST",route="{route}",'
                     f'status="{status}"}} {count:.1f}')
             assert line in prometheus, status
+        page = httpx.get(f"{server.url}/", timeout=10)  # the UI: into the same JSON log
+        asset = re.search(r'src="\.?/?(static/[^"]+\.js)"', page.text)
+        assert page.status_code == 200 and asset, page.text[:300]
+        assert httpx.get(f"{server.url}/{asset.group(1)}", timeout=10).status_code == 200
+        assert httpx.get(f"{server.url}/_stcore/health", timeout=10).status_code == 200
         assert server.stop() in (0, -15)  # the access log's last batch goes out on shutdown
     log = server.log.read_text()
     lines = [json.loads(x) for x in log.splitlines() if x.startswith('{"event":"request"')]
@@ -293,3 +298,7 @@ def test_every_request_under_load_is_logged_and_counted_once(settings: Settings,
     assert len({x["request_id"] for x in served}) == 3000
     assert {s: sum(x["status"] == s for x in served) for s in (200, 422)} == load.statuses
     assert f'"POST {route} HTTP/1.1"' not in log  # no uvicorn access line beside ours
+    ui = [(x["method"], x["path"], x["status"]) for x in lines if x["path"] != route]
+    assert ("GET", "/", 200) in ui  # a page load is logged, static assets and pings are not
+    assert not [x for x in ui if x[1].startswith(("/static/", "/_stcore/"))], ui
+    assert '"GET / HTTP/1.1"' not in log

@@ -4,6 +4,8 @@ for st.App (the red-team suite runs the same bounds against the real server)."""
 from __future__ import annotations
 
 import asyncio
+import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -14,6 +16,7 @@ from starlette.routing import Route, WebSocketRoute
 from starlette.testclient import TestClient
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
+from api.access import AccessLog
 from api.ui import UiGuard, session_of
 
 
@@ -167,3 +170,53 @@ def test_a_flood_of_sessions_leaves_the_counts_balanced() -> None:
     asyncio.run(flood())
     assert guard.open_sessions == 0 and not guard.sessions
     assert guard.refused_sessions > 0
+
+
+class Lines(logging.Handler):
+    """The access log's output, as parsed lines."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.lines: list[dict[str, Any]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        self.lines += [json.loads(line) for line in record.getMessage().splitlines()]
+
+
+@pytest.mark.parametrize(("mode", "expected"), [
+    pytest.param("pages", [("GET", "/", 200), ("GET", "/missing.js", 404),
+                           ("GET", "/static/missing.js", 404),
+                           ("WEBSOCKET", "/_stcore/stream", 101)], id="pages"),
+    pytest.param("all", [("GET", "/", 200), ("GET", "/static/app.js", 200),
+                         ("GET", "/_stcore/health", 200),
+                         ("GET", "/sentiment/_stcore/health", 404),
+                         ("GET", "/missing.js", 404), ("GET", "/static/missing.js", 404),
+                         ("WEBSOCKET", "/_stcore/stream", 101)], id="all"),
+    pytest.param("off", [], id="off"),
+])
+def test_ui_traffic_goes_to_the_one_json_access_log(mode: str,
+                                                    expected: list[tuple[str, str, int]]
+                                                    ) -> None:
+    """Page loads, websocket sessions and errors are logged; static assets, health pings
+    and the deep-link base-path probes only with ML_ACCESS_LOG_UI=all."""
+    handler, log = Lines(), logging.getLogger(f"test.ui-access.{mode}")
+    log.addHandler(handler)
+    log.setLevel(logging.INFO)
+    access = AccessLog(log)
+    uploads = Uploads()
+    app = ui_app(uploads)
+
+    async def asset(request: Any) -> Response:
+        return PlainTextResponse("ok")
+    app.router.routes += [Route("/static/app.js", asset), Route("/_stcore/health", asset)]
+    client = TestClient(UiGuard(app, held=uploads.held(), forget=uploads.forget,
+                                access=access, access_ui=mode))
+    for path in ("/", "/static/app.js", "/_stcore/health", "/sentiment/_stcore/health",
+                 "/missing.js", "/static/missing.js"):
+        client.get(path)
+    with client.websocket_connect("/_stcore/stream") as ws:
+        ws.receive_bytes()
+    access.flush()
+    assert [(line["method"], line["path"], line["status"]) for line in handler.lines] \
+        == expected
+    assert all(len(line["request_id"]) == 32 and line["client"] for line in handler.lines)
