@@ -23,9 +23,10 @@ Round = Callable[[Any], Any]
 
 def significant(value: float, digits: int) -> float:
     """`value` to `digits` significant digits, never fewer than its integer digits."""
-    if value == 0.0 or not math.isfinite(value):
-        return value
-    return round(value, max(0, digits - 1 - math.floor(math.log10(abs(value)))))
+    limit = 10.0**digits
+    if -limit < value < limit:  # then the g format keeps every integer digit
+        return float(f"{value:.{digits}g}")
+    return value if not math.isfinite(value) else round(value, 0)
 
 
 @cache
@@ -79,7 +80,13 @@ def _struct(info: mi.StructType, digits: int, within: frozenset[type]) -> Round 
     if not fields:
         return None
 
+    replace = msgspec.structs.replace
+
     def round_struct(value: msgspec.Struct) -> msgspec.Struct:
-        return msgspec.structs.replace(
-            value, **{name: round_field(getattr(value, name)) for name, round_field in fields})
+        changes = {}
+        for name, round_field in fields:
+            field = getattr(value, name)
+            if field is not None:  # an optional field left out costs nothing
+                changes[name] = round_field(field)
+        return replace(value, **changes)
     return round_struct
