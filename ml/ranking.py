@@ -1,13 +1,14 @@
-"""Top-k ranking and its offline evaluation: a per-user holdout split and precision@k /
-NDCG@k, shared by every recommender and baseline so that they are graded alike."""
+"""Top-k ranking and how a set of ranked lists is graded: precision@k, NDCG@k, catalogue
+coverage and intra-list diversity, shared by every recommender and baseline so that they
+are graded alike."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
-from scipy import sparse
 
 K = 10
-SEED = 42
 
 
 def top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -20,41 +21,80 @@ def top(scores: np.ndarray, k: int) -> np.ndarray:
     return ranked
 
 
-def holdout_split(matrix: sparse.csr_matrix, fraction: float = 0.2,
-                  seed: int = SEED) -> tuple[sparse.csr_matrix, list[np.ndarray]]:
-    """Per user with at least 5 items, hide `fraction` of their distinct items:
-    (the matrix without them, the hidden items of each user)."""
-    rng = np.random.default_rng(seed)
-    rows, cols, vals, hidden = [], [], [], []
-    for user in range(matrix.shape[0]):
-        start, end = matrix.indptr[user], matrix.indptr[user + 1]
-        items, values = matrix.indices[start:end], matrix.data[start:end]
-        order = rng.permutation(len(items))
-        n_test = int(len(items) * fraction) if len(items) >= 5 else 0
-        test, train = order[:n_test], order[n_test:]
-        hidden.append(items[test])
-        rows.append(np.full(len(train), user))
-        cols.append(items[train])
-        vals.append(values[train])
-    train_matrix = sparse.csr_matrix(
-        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))),
-        shape=matrix.shape, dtype=np.float32)
-    return train_matrix, hidden
+def top_distinct(scores: np.ndarray, groups: np.ndarray, k: int,
+                 per_group: int = 1) -> np.ndarray:
+    """Like `top`, but at most `per_group` indices of each group (`groups[i]` is index i's):
+    an index whose group is full is skipped and the next best one taken."""
+    if per_group >= k:
+        return top(scores, k)
+    size = len(scores)
+    depth = min(size, 4 * k + 16)  # lists with many same-group leaders need a deeper look
+    while True:
+        best = np.argpartition(-scores, depth - 1)[:depth] if depth < size \
+            else np.arange(size)
+        ranked = best[np.argsort(-scores[best], kind="stable")]
+        ranked = ranked[np.isfinite(scores[ranked])]
+        chosen: list[int] = []
+        taken: dict[int, int] = {}
+        # a few dozen candidates: a plain loop beats a dozen small numpy calls
+        for index, group in zip(ranked.tolist(), groups[ranked].tolist(), strict=True):
+            count = taken.get(group, 0)
+            if count < per_group:
+                taken[group] = count + 1
+                chosen.append(index)
+                if len(chosen) == k:
+                    break
+        if len(chosen) == k or len(ranked) < depth or depth == size:
+            return np.array(chosen, dtype=np.intp)
+        depth = min(size, depth * 4)
 
 
-def ranking_metrics(scores: np.ndarray, train: sparse.csr_matrix, users: np.ndarray,
-                    hidden: list[np.ndarray], k: int = K) -> dict[str, float]:
-    """Mean precision@k and NDCG@k of `scores` (one row per entry of `users`), each user's
-    training items excluded from their ranking."""
+def grade(ranked: Sequence[np.ndarray], hidden: Sequence[np.ndarray], *, catalogue: int,
+          categories: np.ndarray, k: int = K) -> dict[str, float]:
+    """Figures of one list per user (`ranked[u]`, best first) against the items `hidden[u]`
+    they went on to buy:
+    - precision@k: hits over k, a list shorter than k included;
+    - ndcg@k: discounted hits over the best possible for that user's hidden items;
+    - coverage: distinct items recommended to anybody over the `catalogue` size;
+    - diversity: within each list, the share of pairs of items from different
+      `categories`, averaged over lists of two or more."""
     discounts = 1.0 / np.log2(np.arange(2, k + 2))
-    precision, ndcg = [], []
-    for row, user in enumerate(users):
-        s = scores[row].copy()
-        s[train.indices[train.indptr[user]:train.indptr[user + 1]]] = -np.inf
-        ranked = top(s, k)
-        hits = np.isin(ranked, hidden[user])
+    precision, ndcg, diversity = [], [], []
+    shown: set[int] = set()
+    for items, wanted in zip(ranked, hidden, strict=True):
+        items = np.asarray(items)[:k]
+        hits = np.isin(items, wanted)
         precision.append(hits.sum() / k)
-        ideal = discounts[:min(len(hidden[user]), k)].sum()
-        ndcg.append(float((hits * discounts[:len(hits)]).sum() / ideal))
-    return {f"precision@{k}": round(float(np.mean(precision)), 4),
-            f"ndcg@{k}": round(float(np.mean(ndcg)), 4)}
+        ideal = discounts[:min(len(wanted), k)].sum()
+        ndcg.append(float((hits * discounts[:len(hits)]).sum() / ideal) if ideal else 0.0)
+        shown.update(items.tolist())
+        if len(items) > 1:
+            kinds = categories[items]
+            same = int((kinds[:, None] == kinds[None, :]).sum()) - len(kinds)
+            diversity.append(1.0 - same / (len(kinds) * (len(kinds) - 1)))
+    return {f"precision@{k}": _mean(precision), f"ndcg@{k}": _mean(ndcg),
+            "coverage": round(len(shown) / catalogue, 4) if catalogue else 0.0,
+            "diversity": _mean(diversity)}
+
+
+def _mean(values: list[float]) -> float:
+    return round(float(np.mean(values)), 4) if values else 0.0
+
+
+def best_new(scores: np.ndarray, allowed: np.ndarray, seen: np.ndarray, groups: np.ndarray,
+             k: int, per_group: int = 1) -> np.ndarray:
+    """The top `k` items by `scores` (one per item) that `allowed` admits and `seen` (item
+    indices) does not hold, at most `per_group` of each group."""
+    pool = np.where(allowed, scores, -np.inf)
+    pool[seen] = -np.inf
+    return top_distinct(pool, groups, k, per_group)
+
+
+def best_owned(items: np.ndarray, scores: np.ndarray, allowed: np.ndarray,
+               groups: np.ndarray, k: int, per_group: int = 1) -> np.ndarray:
+    """Of `items` (item indices, with their `scores`), the top `k` that `allowed` admits,
+    at most `per_group` of each group."""
+    keep = allowed[items]
+    items, scores = items[keep], scores[keep]
+    chosen: np.ndarray = items[top_distinct(scores, groups[items], k, per_group)]
+    return chosen

