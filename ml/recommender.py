@@ -184,7 +184,7 @@ class Recommender(ModelBase[RecommendQuery, Item, Recommendations]):
             if item.item_id not in kept:
                 reason = str(self.trained.exclusions[column]) if not self._allowed[
                     self._department(query.context.category), True][column] else (
-                    "one per product type" if kind in listed else "ranked lower")
+                    "a product type already listed" if kind in listed else "ranked lower")
                 out.append((item, reason))
             listed.add(kind)
         return out

@@ -222,7 +222,7 @@ def test_image_upload_of_a_non_image_is_explained(browser_page, server: Server, 
 def test_recommendations_pick_a_household(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
     page = browser_page
     visit(page, server, "/recommender", "Product recommendations")
-    page.get_by_text("Recommended", exact=True).wait_for()
+    page.get_by_role("heading", name="Discover").wait_for()
     page.get_by_role("combobox").first.click()
     option = page.get_by_role("option").nth(2)
     chosen = option.inner_text()
@@ -231,7 +231,7 @@ def test_recommendations_pick_a_household(browser_page, server: Server) -> None:
     assert chosen.split(":")[0] in page.get_by_role("combobox").first.input_value() or \
         page.get_by_text(chosen.split(":")[0]).first.is_visible()
     settle(page)
-    page.get_by_text("Bought before").wait_for()
+    page.get_by_role("heading", name="Buy again").wait_for()
     page.get_by_text("ms in-process").first.wait_for()
     # the two tables of the page, not the model card's (in its expander)
     tables = page.locator("[data-testid=stDataFrame]:not([data-testid=stExpander] *)")

@@ -236,7 +236,7 @@ def test_recommendations_for_a_persona() -> None:
     app = page("recommender")
     assert not app.exception
     subheaders = [s.value for s in app.subheader]
-    assert "Bought before" in subheaders and "Recommended" in subheaders
+    assert "Buy again" in subheaders and "Discover" in subheaders
     recommended = app.dataframe[1].value
     assert len(recommended) == 10 and "score" in recommended.columns
 
@@ -256,7 +256,6 @@ def test_recommendations_history_counts_purchases_in_plain_words() -> None:
     assert list(bought.columns) == ["product", "department", "times bought"]
     counts = list(bought["times bought"])
     assert all(isinstance(n, int) and n >= 1 for n in counts), counts
-    assert counts == sorted(counts, reverse=True)
 
 
 def test_household_ids_sort_as_numbers_and_the_id_field_names_the_range() -> None:
