@@ -89,8 +89,12 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/* \
     && pip install --no-cache-dir --only-binary=:all: -r /opt/requirements-ray.txt
 USER 10001:10001
-HEALTHCHECK NONE
-CMD ["serve", "run", "api.cluster:build_app", "--host", "0.0.0.0"]
+# On its own (not under KubeRay, which ignores HEALTHCHECK and probes Ray itself): `make
+# cluster`, a one-node Ray cluster serving the application, ingress included, on 8000.
+EXPOSE 8000
+HEALTHCHECK --interval=15s --timeout=3s --start-period=120s --retries=3 \
+    CMD ["python", "-c", "import urllib.request; urllib.request.urlopen('http://127.0.0.1:8000/health/live', timeout=2)"]
+CMD ["python", "-m", "api.cluster", "--host", "0.0.0.0", "--port", "8000"]
 
 # -- app (the default target): `make run`'s server, one process, one port.
 FROM runtime AS app

@@ -70,15 +70,17 @@ def test_default_command_is_make_run_on_all_interfaces() -> None:
     assert image.exposed == [port]
 
 
-def test_healthcheck_asks_the_liveness_route_on_the_command_port() -> None:
+@pytest.mark.parametrize("target", [None, "ray"], ids=["app", "ray"])
+def test_healthcheck_asks_the_liveness_route_on_the_command_port(target: str | None) -> None:
     from api.routes import live
 
-    image = dockerfile.read().image()
+    image = dockerfile.read().image(target)
     command = image.healthcheck_command()
     assert command[:2] == ["python", "-c"]  # the slim base has no curl or wget
     [url] = re.findall(r"http://[^'\"]+", command[2])
     port = image.cmd[image.cmd.index("--port") + 1]
     assert url == f"http://127.0.0.1:{port}/health/live"
+    assert port in image.exposed
     from api.routes import OPERATIONAL
 
     assert [r.endpoint for r in OPERATIONAL if r.path == "/health/live"] == [live]

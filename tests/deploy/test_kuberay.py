@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import ast
 import re
+import subprocess
+import sys
 from typing import Any
 
 import kubernetes_validate
@@ -164,3 +166,14 @@ def test_cache_is_seeded_from_the_image_and_env_names_are_settings() -> None:
                 if "valueFrom" in env:
                     assert env["valueFrom"]["secretKeyRef"]["key"] in one("Secret")[
                         "stringData"]
+
+
+def test_ray_image_command_runs_the_application_on_the_serve_port() -> None:
+    cmd = dockerfile.read().image("ray").cmd
+    assert cmd[:3] == ["python", "-m", "api.cluster"]  # `make cluster`
+    assert cmd[cmd.index("--host") + 1] == "0.0.0.0"
+    assert int(cmd[cmd.index("--port") + 1]) == serve_config()["http_options"]["port"]
+    usage = subprocess.run([sys.executable, "-m", "api.cluster", "--help"], cwd=ROOT,
+                           capture_output=True, text=True, timeout=120)
+    assert usage.returncode == 0, usage.stderr
+    assert "--host" in usage.stdout and "--port" in usage.stdout
