@@ -233,6 +233,8 @@ def test_the_image_command_serves_every_model_from_the_build_time_cache(
         live_s, ready_s = wait_ready(process, url, log, timeout=120)
         check_predictions(url, layout, env)
         check_healthcheck(image, port, env, expect=0)
+        page = httpx.get(f"{url}/", timeout=30)  # the UI's page, from the same process
+        assert page.status_code == 200 and "<html" in page.text.lower()
     finally:
         process.send_signal(signal.SIGTERM)
         code = process.wait(30)
