@@ -6,7 +6,8 @@ petrol station, coupons, gift cards, key rings and products with no description 
 Those are not things a shopper wants suggested, so recommendations leave them out unless
 the caller asks for their department by name (`context.category`). And a list of ten with
 four kinds of milk is one suggestion, not four: by default a list holds one product of each
-product type (the data's sub-commodity), which a query may relax.
+product type (the data's sub-commodity, whose sizes and forms count as one), which a query
+may relax.
 """
 
 from __future__ import annotations
@@ -31,7 +32,8 @@ POLICY = ("Grocery recommendations leave out fuel, coupons, gift cards and till 
           "(departments " + ", ".join(sorted(EXCLUDED_DEPARTMENTS)) + "; categories "
           + ", ".join(sorted(EXCLUDED_CATEGORIES)) + ") and products with no category, "
           "unless context.category names their department. A list holds at most one product "
-          "of each product type (sub-commodity) unless per_type allows more.")
+          "of each product type (sub-commodity; its sizes and forms, such as EGGS - LARGE and "
+          "EGGS - X-LARGE, count as one) unless per_type allows more.")
 
 DEPARTMENT_NAMES = {
     "AUTOMOTIVE": "Automotive",

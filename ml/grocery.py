@@ -41,7 +41,7 @@ class Products:
 
     descriptions: np.ndarray     # "Category - Type (brand, size)"
     departments: np.ndarray      # department code, "UNKNOWN" where the data has none
-    kinds: np.ndarray            # product type (sub-commodity) as an integer
+    kinds: np.ndarray            # product type (sub-commodity, variants merged) as an integer
     categories: np.ndarray       # product category (commodity) as an integer
     exclusions: np.ndarray       # why the catalogue policy leaves it out ("": it does not)
 
@@ -114,7 +114,8 @@ def describe_products(item_ids: np.ndarray, table: pd.DataFrame | None = None) -
         text = head or f"Product {row.Index}"
         descriptions.append(f"{text} ({tail})" if tail else text)
         departments.append(row.department if isinstance(row.department, str) else "UNKNOWN")
-        types.append(kind)
+        # "EGGS - LARGE" and "EGGS - X-LARGE" are sizes of one product type, eggs
+        types.append(f"{category}|{kind.split(' - ')[0]}" if kind else "")
         categories.append(category)
     return Products(descriptions=np.array(descriptions, dtype=object),
                     departments=np.array(departments, dtype=object),

@@ -21,7 +21,7 @@ from ml.threads import single_threaded_blas
 if TYPE_CHECKING:
     import pandas as pd
 
-CODE_VERSION = "4"  # bump when training or the artifact's type changes: caches rebuild
+CODE_VERSION = "5"  # bump when training or the artifact's type changes: caches rebuild
 FACTORS = 32
 REGULARIZATION = 10.0
 ALPHA = 1.0
