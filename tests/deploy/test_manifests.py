@@ -38,7 +38,7 @@ def server() -> dict[str, Any]:
 
 def test_every_manifest_validates_against_the_kubernetes_schemas() -> None:
     kinds = set()
-    for (kind, name), doc in resources().items():
+    for (kind, _name), doc in resources().items():
         kinds.add(kind)
         if kind in CUSTOM_KINDS:
             continue
