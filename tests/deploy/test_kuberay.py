@@ -27,7 +27,7 @@ from tests.deploy.manifests import (
 )
 from tests.deploy.test_manifests import KUBERNETES_VERSION, setting_named
 
-# Field names of KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1, KubeRay 1.3-1.5)
+# Field names of KubeRay's ray.io/v1 types (ray-operator/apis/ray/v1, KubeRay 1.1-1.5)
 RAY_SERVICE_SPEC = {"serveConfigV2", "rayClusterConfig", "upgradeStrategy", "serveService",
                     "excludeHeadPodFromServeSvc", "rayClusterDeletionDelaySeconds",
                     "serviceUnhealthySecondThreshold", "deploymentUnhealthySecondThreshold"}
