@@ -34,7 +34,8 @@ def texts(*values: str) -> dict[str, Any]:
                  [("predictions", "BYTES", [-1]), ("width", "INT64", [-1]),
                   ("height", "INT64", [-1])], id="image"),
     pytest.param(RecommendQuery, Recommendations, [("user_id", "BYTES", [-1])],
-                 {"category": "string", "limit": "int64", "exclude_purchased": "bool"},
+                 {"category": "string", "limit": "int64", "exclude_purchased": "bool",
+                  "kind": "string", "per_type": "int64", "groceries_only": "bool"},
                  [("recommendations", "BYTES", [-1]), ("strategy", "BYTES", [-1]),
                   ("user_id", "BYTES", [-1]), ("category", "BYTES", [-1])], id="recommender"),
 ])
