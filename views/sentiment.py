@@ -52,8 +52,8 @@ def show(result: SentimentResult, ms: float) -> None:
         color=alt.Color("class:N", scale=CLASS_COLOURS, legend=None)), width="stretch")
     st.markdown("**Words that drove the decision**")
     if not any(ch.isalnum() for term in result.terms or () for ch in term.term):
-        st.info("No words the model knows were found in this text: emoji and unseen words "
-                "carry no weight, so the answer rests on "
+        st.info("No words the model knows were found in this text: unseen words (and emoji "
+                "without a rating) carry no weight, so the answer rests on "
                 + ("punctuation alone." if result.terms else "the model's prior alone."),
                 icon=":material/help:")
     if not result.terms:
@@ -79,9 +79,7 @@ with single:
         if column.button(example[:32] + "...", help=example, width="stretch"):
             st.session_state["sentiment_text"] = example
             analyse(example)
-    st.caption(":material/info: A bag of words trained on tweets: it misses negation and "
-               "mixed feelings (\"not bad at all\" reads as negative), sarcasm and words it "
-               "never saw; emoji carry no weight.")
+    st.caption(":material/info: Known weak spots: " + sentiment.info()["limits"])
     text = st.text_area("Text", key="sentiment_text", height=100,
                         max_chars=sentiment.max_chars,
                         placeholder="Type a sentence, or pick an example above")

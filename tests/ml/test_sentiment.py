@@ -14,9 +14,23 @@ import pytest
 from ml.artifacts import ArtifactStore
 from ml.config import Settings
 from ml.errors import InvalidInput
-from ml.sentiment import LABELS, PRINTABLE, SentimentQuery, SentimentResult, build, load_corpus
+from ml.samples import TEXT_LABELS
+from ml.sentiment import (
+    EXAMPLES,
+    LABELS,
+    PRINTABLE,
+    SentimentQuery,
+    SentimentResult,
+    build,
+    load_corpus,
+)
 
 # -- behavioural tables (minimum functionality, direction, invariance) ---------------------
+
+def weakness(reason: str) -> pytest.MarkDecorator:
+    """A known weakness, kept visible: the strict xfail fails the suite once it is fixed."""
+    return pytest.mark.xfail(strict=True, reason=reason)
+
 
 @pytest.mark.parametrize(("text", "label"), [
     pytest.param("I love this, it is absolutely wonderful!", "positive", id="love"),
@@ -25,17 +39,43 @@ from ml.sentiment import LABELS, PRINTABLE, SentimentQuery, SentimentResult, bui
     pytest.param("I hate this, it is terrible and useless", "negative", id="hate"),
     pytest.param("Worst experience ever, totally awful", "negative", id="worst"),
     pytest.param("I am so disappointed, this is horrible", "negative", id="disappointed"),
-    # Known weaknesses, kept visible: strict xfail fails the suite once the model improves.
     pytest.param("I would never trust a car that drives itself, scary", "negative",
-                 id="never-trust", marks=pytest.mark.xfail(
-                     strict=True, reason="'never trust' reads as positive in this corpus")),
-    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
-                 marks=pytest.mark.xfail(strict=True,
-                                         reason="topic words (cars, driverless) pull to neutral")),
-    pytest.param("The meeting is scheduled for 3pm on Tuesday", "neutral", id="schedule",
-                 marks=pytest.mark.xfail(strict=True, reason="off-domain neutral text")),
+                 id="never-trust"),
+    pytest.param("The meeting is scheduled for 3pm on Tuesday", "neutral", id="schedule"),
+    pytest.param("The museum opens at 10 am on weekdays.", "neutral", id="opening-hours"),
     pytest.param("Google announced a new self-driving car project today", "neutral",
                  id="announcement"),
+    pytest.param("the bus leaves at nine", "neutral", id="timetable"),
+    # off the tweets' domain (the issue's examples)
+    pytest.param("I absolutely loved this phone, the camera is stunning and the battery lasts "
+                 "for days!", "positive", id="product-review"),
+    pytest.param("You should definitely try the ramen at this place, it is fantastic.",
+                 "positive", id="restaurant-recommendation"),
+    pytest.param("This book is a delight, I recommend it to everyone.", "positive",
+                 id="book-recommendation"),
+    # negation
+    pytest.param("Not bad at all, though the battery could last longer.", "positive",
+                 id="not-bad-at-all"),
+    pytest.param("not bad", "positive", id="not-bad"),
+    pytest.param("not good", "negative", id="not-good"),
+    pytest.param("never again", "negative", id="never-again"),
+    # emoji and mixed sentences
+    pytest.param("The ride was great 😍", "positive", id="emoji-positive"),
+    pytest.param("Delayed again 😡", "negative", id="emoji-negative"),
+    pytest.param("The staff were nice but the food was awful.", "negative", id="but-negative"),
+    pytest.param("The hotel is old but the staff are wonderful.", "positive", id="but-positive"),
+    # Known weaknesses, kept visible.
+    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
+                 marks=weakness("topic words (cars, autonomous) pull to neutral")),
+    pytest.param("I really like it", "positive", id="really-like",
+                 marks=weakness("'really' reads as a complaint in the tweets")),
+    pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative",
+                 marks=weakness("a negation flips 'happier'; 'couldn't be happier' is praise")),
+    pytest.param("The taxi took a longer route and charged us more.", "negative",
+                 id="complaint-without-sentiment-words", marks=weakness(
+                     "no word of it is rated: a complaint told as plain facts")),
+    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm",
+                 marks=weakness("sarcasm reads as praise")),
 ])
 def test_minimum_functionality(sentiment, text: str, label: str) -> None:  # type: ignore[no-untyped-def]
     assert sentiment.predict_one(text).sentiment == label
@@ -46,6 +86,9 @@ def test_minimum_functionality(sentiment, text: str, label: str) -> None:  # typ
     pytest.param("the service was great", "the service was awful", id="antonym"),
     pytest.param("I really like it", "I really dislike it", id="like-dislike"),
     pytest.param("love it!", "hate it!", id="love-hate"),
+    pytest.param("not bad", "bad", id="negated-negative"),
+    pytest.param("it was really good", "it was not good", id="negated-positive"),
+    pytest.param("Loved the show 😍", "Saw the show 😡", id="emoji"),
 ])
 def test_direction(sentiment, better: str, worse: str) -> None:  # type: ignore[no-untyped-def]
     assert sentiment.predict_one(better).score > sentiment.predict_one(worse).score
@@ -106,11 +149,12 @@ def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no
 
 
 def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
-    """No known word leaves an all-zero TF-IDF row, so both paths answer the classifier's
-    prior: the softmax of its intercepts, computed here from the fitted pipeline."""
+    """No known word and no rated word leave an all-zero feature row, so both paths answer
+    the classifier's prior: the softmax of its intercepts, computed here from the fitted pipeline."""
     text = "qwxz vbnm"
-    tfidf, clf = sentiment.pipeline.named_steps["tfidf"], sentiment.pipeline.named_steps["clf"]
-    assert tfidf.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
+    features = sentiment.pipeline.named_steps["features"]
+    clf = sentiment.pipeline.named_steps["clf"]
+    assert features.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
     exp = np.exp(clf.intercept_ - clf.intercept_.max())
     prior = exp / exp.sum()
     # a prior far from uniform, so that answering anything else is caught
@@ -125,10 +169,34 @@ def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ig
 
 
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
+    """In-domain and general-domain figures, calibration on both (floors below the measured
+    0.7525 / 0.7373, ECE 0.012; general 0.833 / 0.833, ECE 0.113)."""
     evaluation = sentiment.info()["evaluation"]
     assert evaluation["accuracy"] >= 0.74
-    assert evaluation["macro_f1"] >= 0.71
+    assert evaluation["macro_f1"] >= 0.72
+    assert evaluation["ece"] <= 0.03
     assert evaluation["test_size"] > 7000
+    assert evaluation["general_training_texts"] >= 300
+    general = evaluation["general"]
+    assert general["texts"] >= 200
+    assert general["accuracy"] >= 0.8
+    assert general["macro_f1"] >= 0.8
+    assert general["ece"] <= 0.2
+
+
+@pytest.mark.xfail(strict=True, reason="in-domain 0.7525 / 0.7373 and general 0.833: the "
+                                       "issue's targets are not reached yet")
+def test_evaluation_meets_the_issue_targets(sentiment) -> None:  # type: ignore[no-untyped-def]
+    evaluation = sentiment.info()["evaluation"]
+    assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
+    assert evaluation["general"]["accuracy"] >= 0.88
+
+
+def test_every_shipped_example_gets_its_label(sentiment) -> None:  # type: ignore[no-untyped-def]
+    """The model's own examples (REST docs, CLI, warm-up) and the page's example buttons."""
+    shipped = {**EXAMPLES, **TEXT_LABELS}
+    assert {q.text for q in sentiment.examples()} <= set(shipped)
+    assert {text: sentiment.predict_one(text).sentiment for text in shipped} == shipped
 
 
 # -- input rules ----------------------------------------------------------------------------

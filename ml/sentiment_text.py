@@ -1,0 +1,168 @@
+"""What the sentiment model reads in a text: tokens with the scope of a negation marked, and
+lexicon features from VADER's hand-rated word list (vaderSentiment, MIT).
+
+Tweets teach a bag of words which topics people complain about; they teach little about the
+words of a restaurant review or a product page. VADER's lexicon (7,500 words and emoji rated
+-4..+4 by people) carries that general knowledge into the model as a few dense features, and
+negation marking lets "not good" and "not bad" be words of their own.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+
+URL = re.compile(r"https?://\S+|www\.\S+")
+MENTION = re.compile(r"@\w+")
+# Emoji and pictographs: one token each (most emoji carry more sentiment than the words).
+EMOJI = "\U0001f000-\U0001faff\u2600-\u27bf\u2b00-\u2bff\u2300-\u23ff"
+TOKEN = re.compile(r"[^\W_][\w']*|[!?]|[.,;:]|[" + EMOJI + "]")
+# A negation's scope ends at punctuation or at a word that turns the sentence.
+SCOPE_ENDS = frozenset({".", ",", ";", ":", "!", "?", "but", "however", "although", "though",
+                        "yet", "except"})
+PUNCTUATION = frozenset({".", ",", ";", ":"})
+NEGATED = "not_"  # prefix of a word inside a negation's scope
+# VADER's constants: a negated word's valence is scaled by N_SCALAR; words before "but" count
+# half and after it one and a half.
+N_SCALAR = -0.74
+BEFORE_BUT, AFTER_BUT = 0.5, 1.5
+ALPHA = 15.0  # VADER's normalisation of a sum of valences into (-1, 1)
+
+
+@cache
+def negators() -> frozenset[str]:
+    """VADER's negation words, with and without apostrophes, plus a few it lacks."""
+    from vaderSentiment.vaderSentiment import NEGATE
+
+    return frozenset(NEGATE) | {"no", "nobody", "noone", "nor", "hardly", "n't"}
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased words, '!', '?' and emoji of `text`; links and @mentions become 'url' and
+    'user'; a word inside a negation's scope gets the prefix 'not_'."""
+    text = MENTION.sub(" user ", URL.sub(" url ", text.lower()))
+    out: list[str] = []
+    negate = negators()
+    scoped = False
+    for token in TOKEN.findall(text):
+        if token in SCOPE_ENDS:
+            scoped = False
+            if token in PUNCTUATION:
+                continue
+        elif scoped and token not in negate:
+            token = NEGATED + token
+        elif token in negate or token.endswith("n't"):
+            scoped = True
+        out.append(token)
+    return out
+
+
+def word_grams(text: str) -> list[str]:
+    """The tokens of `text` and each pair of neighbours: the word analyzer of the model."""
+    words = tokens(text)
+    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+
+
+def vader_lexicon_path() -> Path:
+    """VADER's word list inside the installed package."""
+    from vaderSentiment import vaderSentiment as vader
+
+    return Path(vader.__file__).parent / "vader_lexicon.txt"
+
+
+@dataclass(frozen=True)
+class Lexicon:
+    """Valences of words and emoji (-4..+4) and the boosters that scale the next word."""
+
+    valence: dict[str, float]
+    boosters: dict[str, float]
+
+    @classmethod
+    def from_vader(cls) -> Lexicon:
+        """VADER's word list, its emoji (rated through the words of their names) and its
+        boosters ('very' +0.293, 'slightly' -0.293), read from the installed package."""
+        from vaderSentiment import vaderSentiment as vader
+
+        folder = vader_lexicon_path().parent
+        valence: dict[str, float] = {}
+        for line in (folder / "vader_lexicon.txt").read_text(encoding="utf-8").splitlines():
+            fields = line.split("\t")
+            if len(fields) >= 2 and " " not in fields[0]:
+                valence[fields[0]] = float(fields[1])
+        emoji: dict[str, float] = {}
+        for line in (folder / "emoji_utf8_lexicon.txt").read_text(encoding="utf-8").splitlines():
+            symbol, _, name = line.partition("\t")
+            rated = [valence[w] for w in name.split() if w in valence]
+            if len(symbol) == 1 and rated:  # one code point: what the tokenizer yields
+                emoji[symbol] = sum(rated) / len(rated)
+        return cls(valence={**valence, **emoji}, boosters=dict(vader.BOOSTER_DICT))
+
+    def features(self, words: Sequence[str]) -> list[float]:
+        """[positive, negative, compound, rated]: the sums of positive and of negative
+        valences (negation flips and shrinks a word, a booster scales it, words before 'but'
+        count half), their VADER compound in (-1, 1), and whether any word was rated."""
+        valence, boosters = self.valence, self.boosters
+        turn = _last(words, "but")
+        positive = negative = 0.0
+        rated = 0.0
+        previous = ""
+        for i, word in enumerate(words):
+            negated = word.startswith(NEGATED)
+            base = word[len(NEGATED):] if negated else word
+            value = valence.get(base)
+            if value is not None and value != 0.0:
+                boost = boosters.get(previous.removeprefix(NEGATED))
+                if boost is not None:
+                    value += math.copysign(boost, value)
+                if negated:
+                    value *= N_SCALAR
+                if turn >= 0:
+                    value *= BEFORE_BUT if i < turn else AFTER_BUT
+                if value > 0:
+                    positive += value
+                else:
+                    negative -= value
+                rated = 1.0
+            previous = word
+        total = positive - negative
+        return [positive, negative, total / math.sqrt(total * total + ALPHA), rated]
+
+
+def _last(words: Sequence[str], word: str) -> int:
+    for i in range(len(words) - 1, -1, -1):
+        if words[i] == word:
+            return i
+    return -1
+
+
+class LexiconFeatures:
+    """A scikit-learn transformer: the lexicon features of each text, times `scale` (a
+    larger scale makes them cheaper for an L2-penalised model to lean on)."""
+
+    def __init__(self, scale: float = 1.0) -> None:
+        self.scale = scale
+
+    def fit(self, texts: Sequence[str], labels: object = None) -> LexiconFeatures:
+        self.lexicon_ = Lexicon.from_vader()
+        return self
+
+    def transform(self, texts: Sequence[str]) -> np.ndarray:
+        rows = [self.lexicon_.features(tokens(text)) for text in texts]
+        return np.asarray(rows, dtype=np.float64).reshape(len(rows), 4) * self.scale
+
+    def get_feature_names_out(self, names: object = None) -> np.ndarray:
+        return np.array(["lexicon:positive", "lexicon:negative", "lexicon:compound",
+                         "lexicon:rated"], dtype=object)
+
+    def get_params(self, deep: bool = True) -> dict[str, float]:
+        return {"scale": self.scale}
+
+    def set_params(self, **params: float) -> LexiconFeatures:
+        self.scale = params.get("scale", self.scale)
+        return self
