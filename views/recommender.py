@@ -8,7 +8,7 @@ import streamlit as st
 
 from ml.catalogue import department_name
 from ml.recommender import RecommendContext, RecommendedItem, RecommendQuery
-from views.shared import info_card, latency_caption, model, serve
+from views.shared import engine, info_card, latency_caption, limited, model, serve
 
 
 def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], column: str,
@@ -39,7 +39,9 @@ def policy_note(left_out: list[tuple[str, RecommendedItem, str]]) -> None:
             st.dataframe(pd.DataFrame([{"list": where, "product": item.description,
                                         "department": department_name(item.department),
                                         "why": reason} for where, item, reason in left_out]),
-                         hide_index=True, width="stretch")
+                         hide_index=True, width="stretch", column_config={
+                             "list": st.column_config.TextColumn(width=80),
+                             "department": st.column_config.TextColumn(width=140)})
 
 
 st.title("Product recommendations")
@@ -63,10 +65,11 @@ with known:
         help=f"{len(ids):,} households have a purchase history, with ids from {ids[0]} to "
              f"{ids[-1]} (a few numbers in between are unused). Any other id gets the most "
              "popular products.") if choice == "another id..." else choice
+    departments: list[str] = sorted(recommender.categories(),  # type: ignore[attr-defined]
+                                    key=department_name)
     left, middle, right = st.columns([5, 5, 3], vertical_alignment="bottom")
     category = left.selectbox(
-        "Department", ["(all)", *sorted(recommender.categories(),  # type: ignore[attr-defined]
-                                        key=department_name)],
+        "Department", ["(all)", *departments],
         format_func=lambda c: "All departments" if c == "(all)" else department_name(c),
         help="Filters both lists. Fuel, coupons and unlabelled products are listed only "
              "when you pick their department.")
@@ -79,7 +82,8 @@ with known:
     again_query = RecommendQuery(user_id, kind="buy_again", **shape)  # type: ignore[arg-type]
     discover_query = RecommendQuery(user_id, **shape)  # type: ignore[arg-type]
     again, _ = serve("recommender", again_query)
-    discover, ms = serve("recommender", discover_query)
+    served, ms = limited(lambda: engine().predict("recommender", discover_query))
+    discover = served.result if served is not None else None
     if again is not None and discover is not None:
         if discover.strategy == "popular":
             st.info("Unknown household: Discover shows the most popular products instead.",
@@ -102,7 +106,7 @@ with known:
             table(discover.recommendations, "score",
                   [i.score for i in discover.recommendations], "%.2f",
                   "How well the product fits the household: higher is better")
-            latency_caption(ms)
+            latency_caption(ms, cached=served is not None and served.cached)
         policy_note([("Buy again", item, why) for item, why in recommender.left_out(  # type: ignore[attr-defined]
             again_query)] + [("Discover", item, why) for item, why in recommender.left_out(  # type: ignore[attr-defined]
                 discover_query)])
