@@ -50,9 +50,11 @@ EXAMPLES: dict[str, Label] = {
 }
 # Known weaknesses (tests/ml/test_sentiment.py keeps each visible as a strict xfail).
 LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars. Weak spots: "
-          "complaints without a sentiment word ('the taxi took a longer route'), words it "
+          "complaints without a sentiment word ('my package was left in the rain'), words it "
           "never saw, negated comparatives ('couldn't be happier' reads as negative), "
-          "sarcasm, and mixed sentences whose verdict comes before the 'but'.")
+          "'really' ('I really like it' reads as negative), topic words of the tweets "
+          "('autonomous cars are a terrible idea' reads as neutral), sarcasm, and mixed "
+          "sentences whose verdict comes before the 'but'.")
 # Names of the lexicon features in explanations.
 LEXICON_TERMS = ("lexicon: positive words", "lexicon: negative words", "lexicon: overall tone",
                  "lexicon: any rated word")

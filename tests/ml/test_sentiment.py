@@ -71,7 +71,7 @@ def weakness(reason: str) -> pytest.MarkDecorator:
                  marks=weakness("'really' reads as a complaint in the tweets")),
     pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative",
                  marks=weakness("a negation flips 'happier'; 'couldn't be happier' is praise")),
-    pytest.param("The taxi took a longer route and charged us more.", "negative",
+    pytest.param("My package was left in the rain and got soaked.", "negative",
                  id="complaint-without-sentiment-words", marks=weakness(
                      "no word of it is rated: a complaint told as plain facts")),
     pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm",
