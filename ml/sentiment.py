@@ -6,6 +6,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Hashable, Sequence
+from itertools import pairwise
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
@@ -269,7 +270,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         words = tokens(text)
         counts: dict[int, int] = {}
         vocab = self._vocab
-        for term in (*words, *(f"{a} {b}" for a, b in zip(words, words[1:], strict=False))):
+        for term in (*words, *(f"{a} {b}" for a, b in pairwise(words))):
             index = vocab.get(term)
             if index is not None:
                 counts[index] = counts.get(index, 0) + 1

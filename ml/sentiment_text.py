@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import cache
+from itertools import pairwise
 from pathlib import Path
 
 import numpy as np
@@ -66,7 +67,7 @@ def tokens(text: str) -> list[str]:
 def word_grams(text: str) -> list[str]:
     """The tokens of `text` and each pair of neighbours: the word analyzer of the model."""
     words = tokens(text)
-    return words + [f"{a} {b}" for a, b in zip(words, words[1:], strict=False)]
+    return words + [f"{a} {b}" for a, b in pairwise(words)]
 
 
 def vader_lexicon_path() -> Path:

@@ -150,7 +150,7 @@ def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no
 
 def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
     """No known word and no rated word leave an all-zero feature row, so both paths answer
-    the classifier's prior: the softmax of its intercepts, computed here from the fitted pipeline."""
+    the classifier's prior: the softmax of its intercepts, computed here from the pipeline."""
     text = "qwxz vbnm"
     features = sentiment.pipeline.named_steps["features"]
     clf = sentiment.pipeline.named_steps["clf"]
