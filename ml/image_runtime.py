@@ -9,6 +9,7 @@ Either is a `Forward`: (N, 3, 224, 224) float32 pixels -> (N, 1000) class probab
 from __future__ import annotations
 
 import importlib.util
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Protocol
@@ -35,6 +36,9 @@ class OnnxForward:
     device = "cpu"
 
     def __init__(self, model: bytes, threads: int = 0) -> None:
+        # Before its first import: ONNX Runtime otherwise writes a device id and a telemetry
+        # database under ~/.cache/Microsoft (outside ML_CACHE_DIR) and may try to send them.
+        os.environ.setdefault("ORT_DISABLE_TELEMETRY", "1")
         import onnxruntime as ort
 
         options = ort.SessionOptions()

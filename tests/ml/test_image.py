@@ -42,11 +42,12 @@ def test_golden_photos(image_model, name: str, expected: set[str], min_confidenc
     assert top.confidence >= min_confidence
 
 
-def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:  # type: ignore[no-untyped-def]
+def test_a_cpu_server_never_imports_torch(settings: Settings, registry,  # type: ignore[no-untyped-def]
+                                          tmp_path: Path) -> None:
     """All three models loaded and an image classified, on CPU, without importing torch
-    (~500 MiB resident)."""
-    import subprocess
-    import sys
+    (~500 MiB resident), and nothing written outside ML_CACHE_DIR (ONNX Runtime's
+    telemetry would put a device id under ~/.cache/Microsoft)."""
+    import os
 
     registry.warmup()  # the child loads cached artifacts, the ONNX graph included
     png = settings.cache_dir / "coffee-check.png"
@@ -56,9 +57,16 @@ def test_a_cpu_server_never_imports_torch(settings: Settings, registry) -> None:
              "top = registry.get('image').predict_one(open(sys.argv[1], 'rb').read()); "
              "assert top.predictions[0].label == 'espresso', top; "
              "assert 'torch' not in sys.modules, 'torch was imported'")
+    home, temp = tmp_path / "home", tmp_path / "tmp"
+    home.mkdir()
+    temp.mkdir()
+    env = {**os.environ, "HOME": str(home), "TMPDIR": str(temp),
+           "ML_CACHE_DIR": str(settings.cache_dir)}
+    env.pop("ORT_DISABLE_TELEMETRY", None)
     result = subprocess.run([sys.executable, "-c", check, str(png)], capture_output=True,
-                            text=True, timeout=300)
+                            text=True, timeout=300, env=env)
     assert result.returncode == 0, result.stderr[-2000:]
+    assert [*home.rglob("*"), *temp.rglob("*")] == []
 
 
 # As if not installed: `import torch` raises ImportError, importlib's find_spec says None.
