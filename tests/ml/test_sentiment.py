@@ -64,18 +64,27 @@ def weakness(reason: str) -> pytest.MarkDecorator:
     pytest.param("Delayed again 😡", "negative", id="emoji-negative"),
     pytest.param("The staff were nice but the food was awful.", "negative", id="but-negative"),
     pytest.param("The hotel is old but the staff are wonderful.", "positive", id="but-positive"),
+    pytest.param("I really like it", "positive", id="really-like"),
+    pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative"),
+    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm"),
     # Known weaknesses, kept visible.
     pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
                  marks=weakness("topic words (cars, autonomous) pull to neutral")),
-    pytest.param("I really like it", "positive", id="really-like",
-                 marks=weakness("'really' reads as a complaint in the tweets")),
-    pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative",
-                 marks=weakness("a negation flips 'happier'; 'couldn't be happier' is praise")),
+    pytest.param("John loves his new car", "positive", id="topic-word-car",
+                 marks=weakness("'car' is a topic of the tweets: it pulls to neutral")),
     pytest.param("My package was left in the rain and got soaked.", "negative",
                  id="complaint-without-sentiment-words", marks=weakness(
                      "no word of it is rated: a complaint told as plain facts")),
-    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm",
-                 marks=weakness("sarcasm reads as praise")),
+    pytest.param("The webinar lasts one hour.", "neutral", id="duration",
+                 marks=weakness("durations read as complaints about delays in the tweets")),
+    pytest.param("I did not enjoy the film.", "negative", id="negated-verb",
+                 marks=weakness("'not enjoy' is rare; 'enjoy' and 'film' pull positive")),
+    pytest.param("I'm not unhappy with the result.", "positive", id="double-negation",
+                 marks=weakness("a negated negative word stays negative")),
+    pytest.param("The lecture was incredibly boring.", "negative", id="intensifier",
+                 marks=weakness("the letters of 'incredibly' pull positive (incredible)")),
+    pytest.param("It was pretty good, I suppose.", "positive", id="hedge",
+                 marks=weakness("a hedged compliment reads as negative")),
 ])
 def test_minimum_functionality(sentiment, text: str, label: str) -> None:  # type: ignore[no-untyped-def]
     assert sentiment.predict_one(text).sentiment == label
@@ -151,7 +160,7 @@ def test_detailed_names_the_driving_terms(sentiment) -> None:  # type: ignore[no
 def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
     """No known word and no rated word leave an all-zero feature row, so both paths answer
     the classifier's prior: the softmax of its intercepts, computed here from the pipeline."""
-    text = "qwxz vbnm"
+    text = "ᚠᚢᚦ ᚨᚱᚲ"  # runes: no word, character pair or rated word of the training texts
     features = sentiment.pipeline.named_steps["features"]
     clf = sentiment.pipeline.named_steps["clf"]
     assert features.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
@@ -170,26 +179,25 @@ def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ig
 
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
     """In-domain and general-domain figures, calibration on both (floors below the measured
-    0.7525 / 0.7373, ECE 0.012; general 0.833 / 0.833, ECE 0.113)."""
+    0.7655 / 0.7518, ECE 0.025; general 0.882 / 0.882, ECE 0.092)."""
     evaluation = sentiment.info()["evaluation"]
-    assert evaluation["accuracy"] >= 0.74
-    assert evaluation["macro_f1"] >= 0.72
-    assert evaluation["ece"] <= 0.03
+    assert evaluation["accuracy"] >= 0.76
+    assert evaluation["macro_f1"] >= 0.745
+    assert evaluation["ece"] <= 0.04
     assert evaluation["test_size"] > 7000
-    assert evaluation["general_training_texts"] >= 300
+    assert evaluation["general_training_texts"] >= 500
     general = evaluation["general"]
     assert general["texts"] >= 200
-    assert general["accuracy"] >= 0.8
-    assert general["macro_f1"] >= 0.8
-    assert general["ece"] <= 0.2
+    assert general["accuracy"] >= 0.88  # the issue's target
+    assert general["macro_f1"] >= 0.87
+    assert general["ece"] <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="in-domain 0.7525 / 0.7373 and general 0.833: the "
-                                       "issue's targets are not reached yet")
-def test_evaluation_meets_the_issue_targets(sentiment) -> None:  # type: ignore[no-untyped-def]
+@pytest.mark.xfail(strict=True, reason="in-domain 0.7655 / 0.7518: a bag of n-grams with "
+                                       "lexicon features stays below the issue's 0.78 / 0.76")
+def test_evaluation_meets_the_in_domain_target(sentiment) -> None:  # type: ignore[no-untyped-def]
     evaluation = sentiment.info()["evaluation"]
     assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
-    assert evaluation["general"]["accuracy"] >= 0.88
 
 
 def test_every_shipped_example_gets_its_label(sentiment) -> None:  # type: ignore[no-untyped-def]
