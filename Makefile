@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 SERVING_FLAGS := --no-access-log --no-proxy-headers --timeout-graceful-shutdown 20 \
   --http api.protocol:GuardedHttpToolsProtocol --ws-max-size 8388608
 
-.PHONY: run api system-tools test test-fast lint notebook bench reliability clean
+.PHONY: run api cluster system-tools test test-fast lint notebook bench reliability clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -23,11 +23,19 @@ $(VENV)/.runtime: requirements.txt | $(BIN)/python
 	$(BIN)/pip install --quiet -r requirements.txt
 	touch $@
 
-# The test environment adds torch (requirements-gpu.txt): the CUDA path's tests and the
-# reference network that the torch-free CPU graph is held to.
-$(VENV)/.dev: requirements.txt requirements-gpu.txt requirements-dev.txt | $(BIN)/python
-	$(BIN)/pip install --quiet -r requirements.txt -r requirements-gpu.txt -r requirements-dev.txt
+# Ray Serve and the Redis client (requirements-ray.txt): `make cluster` only.
+$(VENV)/.ray: requirements.txt requirements-ray.txt | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-ray.txt
 	touch $@ $(VENV)/.runtime
+
+# The test environment adds torch (requirements-gpu.txt): the CUDA path's tests and the
+# reference network that the torch-free CPU graph is held to; and Ray (requirements-ray.txt)
+# for the cluster's tests.
+$(VENV)/.dev: requirements.txt requirements-gpu.txt requirements-ray.txt requirements-dev.txt \
+  | $(BIN)/python
+	$(BIN)/pip install --quiet -r requirements.txt -r requirements-gpu.txt \
+	  -r requirements-ray.txt -r requirements-dev.txt
+	touch $@ $(VENV)/.runtime $(VENV)/.ray
 
 # UI at / and the REST API at /api, /health, /metrics: one process, one port. Served by
 # uvicorn rather than `streamlit run`, whose own listening socket lacks TCP_NODELAY and so
@@ -41,9 +49,16 @@ api: $(VENV)/.runtime
 	$(BIN)/python -m api.workers --host $(HOST) --port $(PORT) --workers $(WORKERS) \
 	  $(SERVING_FLAGS)
 
+# The same application on Ray Serve (api/cluster.py): a local Ray cluster on 127.0.0.1 and
+# the API as its ingress on HOST:PORT, in the foreground. SIGTERM or Ctrl-C stops the
+# application and every Ray process it started. A real cluster: see deploy/ray/serve.yaml.
+cluster: $(VENV)/.ray
+	exec $(BIN)/python -m api.cluster --host $(HOST) --port $(PORT)
+
 # Debian packages the tests and benchmarks drive: chromium for the real-browser tests
-# (Playwright uses it, downloads nothing) and wrk, the C load generator.
-SYSTEM_TOOLS := chromium wrk
+# (Playwright uses it, downloads nothing), wrk, the C load generator, and redis-server,
+# which the cluster's tests start for rate limits shared across ingress replicas.
+SYSTEM_TOOLS := chromium wrk redis-server
 system-tools:
 	@missing=""; for tool in $(SYSTEM_TOOLS); do \
 	  command -v $$tool >/dev/null 2>&1 || missing="$$missing $$tool"; done; \

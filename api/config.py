@@ -6,7 +6,10 @@ Read from the environment the same way as the ml core's (`ml.config.EnvSettings`
 from __future__ import annotations
 
 import ipaddress
+import re
+from collections.abc import Mapping
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 from ml.config import EnvSettings, setting
 from ml.errors import ConfigError
@@ -15,6 +18,8 @@ from ml.registry import NAME
 UI_BENCHMARKS = ("auto", "on", "off")
 UI_ACCESS_LOG = ("pages", "all", "off")
 UI_PAGES = ("overview", "models", "benchmarks")  # or single models, by name
+REDIS_FAILURE_MODES = ("open", "closed")
+REDIS_SCHEMES = ("redis://", "rediss://", "unix://")
 
 
 @dataclass(frozen=True)
@@ -91,6 +96,15 @@ class ApiSettings(EnvSettings):
     url_fetch_max_redirects: int = setting(
         3, "ML_URL_FETCH_MAX_REDIRECTS", "Redirects followed for a URL input (each re-checked).",
         minimum=0)
+    redis_url: str = setting(
+        "", "ML_REDIS_URL",
+        "Redis that keeps the rate-limit buckets, shared by every API process and ingress "
+        "replica that uses it (redis://host:port/db; empty: each process keeps its own).",
+        secret=True)
+    redis_failure_mode: str = setting(
+        "open", "ML_REDIS_FAILURE_MODE",
+        "When ML_REDIS_URL cannot be reached: open (each process limits with its own "
+        "buckets until Redis answers again) or closed (requests get 503).")
 
     # -- the UI (server.py, views/) --
     ui_pages: tuple[str, ...] = setting(
@@ -125,6 +139,12 @@ class ApiSettings(EnvSettings):
 
     def __post_init__(self) -> None:
         super().__post_init__()
+        if self.redis_failure_mode not in REDIS_FAILURE_MODES:
+            raise ConfigError("ML_REDIS_FAILURE_MODE", self.redis_failure_mode,
+                              f"one of {', '.join(REDIS_FAILURE_MODES)}")
+        if self.redis_url and not self.redis_url.startswith(REDIS_SCHEMES):
+            raise ConfigError("ML_REDIS_URL", "(hidden)",
+                              f"a URL starting with {', '.join(REDIS_SCHEMES)}")
         if self.ui_benchmarks not in UI_BENCHMARKS:
             raise ConfigError("ML_UI_BENCHMARKS", self.ui_benchmarks,
                               f"one of {', '.join(UI_BENCHMARKS)}")
@@ -141,3 +161,124 @@ class ApiSettings(EnvSettings):
             except ValueError:
                 raise ConfigError("ML_TRUSTED_PROXIES/ML_URL_FETCH_ALLOW", cidr,
                                   "IP addresses or CIDR networks") from None
+
+
+# -- the Ray Serve application (api.cluster) ---------------------------------------------------
+
+SCALING_FIELDS = {"MIN_REPLICAS": ("min_replicas", int, 0),
+                  "MAX_REPLICAS": ("max_replicas", int, 1),
+                  "TARGET_ONGOING_REQUESTS": ("target_ongoing_requests", float, 0.01),
+                  "NUM_CPUS": ("num_cpus", float, 0), "NUM_GPUS": ("num_gpus", float, 0)}
+SCALING_ENV = re.compile(
+    r"^ML_([A-Z0-9_]+?)_(MIN_REPLICAS|MAX_REPLICAS|TARGET_ONGOING_REQUESTS|NUM_CPUS|NUM_GPUS)$")
+INGRESS = "ingress"  # the API's deployment, scaled like a model's (ML_INGRESS_*)
+
+
+@dataclass(frozen=True)
+class Scaling:
+    """One deployment's replicas and the resources each reserves."""
+
+    min_replicas: int
+    max_replicas: int
+    target_ongoing_requests: float
+    num_cpus: float
+    num_gpus: float
+
+    @property
+    def autoscaled(self) -> bool:
+        return self.max_replicas > self.min_replicas
+
+
+@dataclass(frozen=True)
+class ClusterSettings(EnvSettings):
+    """The deployments of the Ray Serve application: replicas, resources, health checks and
+    autoscaling. ML_SERVE_* are every deployment's defaults; ML_<MODEL>_* (a model's name,
+    or INGRESS for the API) set one deployment's."""
+
+    min_replicas: int = setting(
+        1, "ML_SERVE_MIN_REPLICAS", "Fewest replicas of each deployment.", minimum=0)
+    max_replicas: int = setting(
+        1, "ML_SERVE_MAX_REPLICAS",
+        "Most replicas of each deployment; above the fewest, Ray Serve autoscales.", minimum=1)
+    target_ongoing_requests: float = setting(
+        2.0, "ML_SERVE_TARGET_ONGOING_REQUESTS",
+        "Requests in flight per replica that autoscaling aims for.", minimum=0.01)
+    num_cpus: float = setting(
+        1.0, "ML_SERVE_NUM_CPUS", "CPUs each replica reserves.", minimum=0)
+    num_gpus: float = setting(
+        0.0, "ML_SERVE_NUM_GPUS",
+        "GPUs each replica reserves (ML_<MODEL>_NUM_GPUS=1 for the model that uses one).",
+        minimum=0)
+    health_check_period_s: float = setting(
+        10.0, "ML_SERVE_HEALTH_CHECK_PERIOD_S",
+        "How often Ray Serve checks each replica (a failing one is replaced).", minimum=0.1)
+    metrics_interval_s: float = setting(
+        10.0, "ML_SERVE_METRICS_INTERVAL_S",
+        "How often replicas report their load to the autoscaler.", minimum=0.1)
+    look_back_period_s: float = setting(
+        30.0, "ML_SERVE_LOOK_BACK_PERIOD_S",
+        "Window of load the autoscaler averages over.", minimum=0.1)
+    upscale_delay_s: float = setting(
+        30.0, "ML_SERVE_UPSCALE_DELAY_S",
+        "How long load must call for more replicas before they are added.", minimum=0)
+    downscale_delay_s: float = setting(
+        600.0, "ML_SERVE_DOWNSCALE_DELAY_S",
+        "How long load must call for fewer replicas before they are removed.", minimum=0)
+    # (deployment, field, value) from ML_<MODEL>_MIN_REPLICAS, ... and ML_INGRESS_*
+    scaling_overrides: tuple[tuple[str, str, float], ...] = ()
+
+    SCALING_HELP: ClassVar[dict[str, str]] = {
+        "MIN_REPLICAS": "Fewest replicas of <MODEL> (INGRESS: the API; default: "
+                        "ML_SERVE_MIN_REPLICAS).",
+        "MAX_REPLICAS": "Most replicas of <MODEL> (default: ML_SERVE_MAX_REPLICAS).",
+        "TARGET_ONGOING_REQUESTS": "Requests in flight per replica of <MODEL> that "
+                                   "autoscaling aims for.",
+        "NUM_CPUS": "CPUs each replica of <MODEL> reserves.",
+        "NUM_GPUS": "GPUs each replica of <MODEL> reserves.",
+    }
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        for name in (*(o[0] for o in self.scaling_overrides), "serve"):
+            scaling = self.scaling(name)
+            if scaling.max_replicas < scaling.min_replicas:
+                prefix = "SERVE" if name == "serve" else name.upper()
+                raise ConfigError(f"ML_{prefix}_MAX_REPLICAS", str(scaling.max_replicas),
+                                  f"at least ML_{prefix}_MIN_REPLICAS "
+                                  f"({scaling.min_replicas})")
+
+    @classmethod
+    def _extra_from_env(cls, env: Mapping[str, str]) -> dict[str, Any]:
+        overrides = []
+        for key, raw in env.items():
+            match = SCALING_ENV.match(key)
+            if match is None or match[1] == "SERVE" or not raw.strip():
+                continue
+            name, kind, minimum = SCALING_FIELDS[match[2]]
+            try:
+                value = kind(raw.strip())
+            except ValueError:
+                raise ConfigError(key, raw, "an integer" if kind is int else "a number") \
+                    from None
+            if value < minimum:
+                raise ConfigError(key, raw, f"a number >= {minimum:g}")
+            overrides.append((match[1].lower(), name, float(value)))
+        return {"scaling_overrides": tuple(sorted(overrides))} if overrides else {}
+
+    @classmethod
+    def _extra_rows(cls) -> list[dict[str, str]]:
+        return [{"name": f"<model>_{key.lower()}", "env": f"ML_<MODEL>_{key}",
+                 "default": f"(ML_SERVE_{key})", "help": text}
+                for key, text in cls.SCALING_HELP.items()]
+
+    def scaling(self, deployment: str) -> Scaling:
+        """The replicas and resources of `deployment` (a model's name, or INGRESS)."""
+        key = deployment.replace("-", "_")
+        values: dict[str, float] = {
+            "min_replicas": self.min_replicas, "max_replicas": self.max_replicas,
+            "target_ongoing_requests": self.target_ongoing_requests,
+            "num_cpus": self.num_cpus, "num_gpus": self.num_gpus}
+        values.update({name: value for d, name, value in self.scaling_overrides if d == key})
+        return Scaling(int(values["min_replicas"]), int(values["max_replicas"]),
+                       values["target_ongoing_requests"], values["num_cpus"],
+                       values["num_gpus"])

@@ -41,6 +41,9 @@ class HealthResponse(msgspec.Struct, omit_defaults=True):
     memory: Annotated[dict[str, float], msgspec.Meta(
         description="Process and host memory; when API keys are configured, only for a "
                     "request that carries one.")] | None = None
+    replicas: Annotated[dict[str, int], msgspec.Meta(
+        description="Running replicas of each model, on a Ray Serve cluster (absent in one "
+                    "process).")] | None = None
 
 
 class ModelState(msgspec.Struct, omit_defaults=True):
