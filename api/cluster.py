@@ -24,6 +24,7 @@ import argparse
 import asyncio
 import contextlib
 import dataclasses
+import itertools
 import math
 import os
 import shutil
@@ -32,7 +33,7 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from functools import partial
 from pathlib import Path
@@ -78,7 +79,8 @@ class ModelServer:
         self._compute = ThreadPoolExecutor(1, thread_name_prefix=f"predict-{self.name}")
         self._prepare = ThreadPoolExecutor(self.settings.threadpool_size,
                                            thread_name_prefix=f"prepare-{self.name}")
-        self._busy_since: float | None = None  # when the model call running now started
+        self._running: dict[int, float] = {}  # model calls running now: id -> start
+        self._ids = itertools.count()
         self.stuck_after_s = 3 * self.settings.request_timeout_s
         if self.settings.warmup:
             self.registry.warmup([self.name])
@@ -123,17 +125,15 @@ class ModelServer:
         """The prepared items that arrived together as one vectorised call, off the loop."""
         model = self._ready()
         started = time.perf_counter()
-        self._busy_since = time.monotonic()
         try:
-            results = await asyncio.get_running_loop().run_in_executor(
-                self._compute, model.predict, [item for item, _ in jobs])
+            with self._calling():
+                results = await asyncio.get_running_loop().run_in_executor(
+                    self._compute, model.predict, [item for item, _ in jobs])
         except MLError:
             raise
         except Exception:
             self.engine.metrics.record_model_error(self.name)
             raise
-        finally:
-            self._busy_since = None
         compute = time.perf_counter() - started
         waits = [started - queued for _, queued in jobs]
         self.engine.metrics.record_batch(self.name, waits, compute, len(jobs))
@@ -145,9 +145,10 @@ class ModelServer:
         """A batch that is one already (/api/predict/batch): the engine's path."""
         try:
             self._ready()
-            many: list[Served] = await asyncio.get_running_loop().run_in_executor(
-                self._prepare, partial(self.engine.predict_many, self.name, queries,
-                                       timeout_s=timeout_s))
+            with self._calling():
+                many: list[Served] = await asyncio.get_running_loop().run_in_executor(
+                    self._prepare, partial(self.engine.predict_many, self.name, queries,
+                                           timeout_s=timeout_s))
             return many
         except MLError as error:
             return Failure.of(error)
@@ -166,10 +167,20 @@ class ModelServer:
         state = self.registry.status(self.name).state
         if self.model is not None and state != "ready":
             raise ModelUnavailable(self.name, f"the model is {state}")
-        busy = self._busy_since
-        if busy is not None and time.monotonic() - busy > self.stuck_after_s:
+        oldest = min(self._running.values(), default=None)
+        if oldest is not None and time.monotonic() - oldest > self.stuck_after_s:
             raise ModelUnavailable(self.name, f"one model call has run for "
-                                              f"{time.monotonic() - busy:.0f}s")
+                                              f"{time.monotonic() - oldest:.0f}s")
+
+    @contextlib.contextmanager
+    def _calling(self) -> Iterator[None]:
+        """Note a model call as running while it runs (for check_health)."""
+        call = next(self._ids)
+        self._running[call] = time.monotonic()
+        try:
+            yield
+        finally:
+            del self._running[call]
 
     def _ready(self) -> Model:
         if self.model is None:

@@ -7,6 +7,7 @@ One cluster for the module (rate limits across ingress replicas: test_ingress_li
 from __future__ import annotations
 
 import base64
+import re
 import threading
 import time
 from collections import Counter
@@ -36,7 +37,7 @@ COMMON = {"ML_DEVICE": "cpu", "ML_API_KEYS": KEY, "ML_RATE_LIMIT_PER_SECOND": "0
 CLUSTER = {**COMMON, "ML_SERVE_NUM_CPUS": "0.1",
            "ML_MODELS": "sentiment,image,recommender,wine,slow=tests.cluster.fakes:build_slow",
            "ML_SENTIMENT_MIN_REPLICAS": "2", "ML_SENTIMENT_MAX_REPLICAS": "2",
-           "ML_SLOW_MIN_REPLICAS": "2", "ML_SLOW_MAX_REPLICAS": "2",
+           "ML_SLOW_MIN_REPLICAS": "2", "ML_SLOW_MAX_REPLICAS": "2", "ML_SLOW_MAX_BATCH": "4",
            "ML_IMAGE_MIN_REPLICAS": "1", "ML_IMAGE_MAX_REPLICAS": "2",
            "ML_IMAGE_TARGET_ONGOING_REQUESTS": "1",
            "ML_SERVE_HEALTH_CHECK_PERIOD_S": "1", "ML_SERVE_METRICS_INTERVAL_S": "0.5",
@@ -156,10 +157,31 @@ def test_health_and_metrics_report_the_clusters_models_and_replicas(
         assert 'model_calls_total{model="sentiment",outcome="ok"}' in text
 
 
+def test_a_model_batches_concurrent_calls_up_to_its_limit(cluster: LocalCluster) -> None:
+    """@serve.batch at the model's limits with ML_<MODEL>_MAX_BATCH applied: calls of `slow`
+    that arrive together go in one model call, four at most (ML_SLOW_MAX_BATCH=4)."""
+    sizes: list[int] = []
+
+    def one(value: int) -> None:
+        with client(cluster.url) as http:
+            response = http.post("/api/predict/slow", json={"value": value, "sleep_ms": 200})
+            assert response.json()["double"] == 2 * value
+            timing = re.search(r'batch;desc="(\d+)"', response.headers["server-timing"])
+            sizes.append(int(timing[1]) if timing else 0)
+
+    threads = [threading.Thread(target=one, args=(i,)) for i in range(16)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert len(sizes) == 16 and max(sizes) == 4, sizes
+
+
 def test_a_replica_killed_under_load_costs_at_most_a_503_and_is_replaced(
         cluster: LocalCluster) -> None:
-    """Calls of 300 ms keep both replicas of `slow` busy; one is killed: what it held gets
-    a JSON 503, everything else its answer, and Serve has two replicas again."""
+    """Six clients keep calls of one second on both replicas of `slow`; one replica is
+    killed: the calls it held get a JSON 503, every other its answer, and Serve has two
+    replicas again."""
     import ray
 
     victims = running_replicas(cluster, "slow")
@@ -174,7 +196,7 @@ def test_a_replica_killed_under_load_costs_at_most_a_503_and_is_replaced(
                 sent += 1
                 try:
                     response = http.post("/api/predict/slow",
-                                         json={"value": sent % 1000, "sleep_ms": 300})
+                                         json={"value": sent % 1000, "sleep_ms": 1000})
                 except httpx.HTTPError as exc:  # a hang or a dropped connection
                     answers.append((type(exc).__name__, None))
                     continue
@@ -187,10 +209,11 @@ def test_a_replica_killed_under_load_costs_at_most_a_503_and_is_replaced(
     threads = [threading.Thread(target=load, args=(i,)) for i in range(6)]
     for thread in threads:
         thread.start()
-    time.sleep(1.5)
+    time.sleep(2.5)
     ray.kill(ray.get_actor(str(victims[0]["actor_name"]), namespace="serve"),
              no_restart=True)
-    time.sleep(2.5)
+    killed = time.monotonic()
+    time.sleep(3.0)
     stop.set()
     for thread in threads:
         thread.join(90)
@@ -198,10 +221,11 @@ def test_a_replica_killed_under_load_costs_at_most_a_503_and_is_replaced(
     print(f"\nanswers around the kill: {dict(outcomes)}")
     assert set(outcomes) == {(200, None), (503, "model_unavailable")}, outcomes
     with client(cluster.url) as http:
-        took = wait_for(lambda: len(running_replicas(cluster, "slow")) == 2
-                        and http.get("/health").json().get("replicas", {}).get("slow") == 2,
-                        90, "slow back to 2 replicas")
-        print(f"slow back to 2 running replicas {took:.1f}s after the load stopped")
+        wait_for(lambda: len(running_replicas(cluster, "slow")) == 2
+                 and http.get("/health").json().get("replicas", {}).get("slow") == 2,
+                 90, "slow back to 2 replicas")
+        print(f"slow back to 2 running replicas within {time.monotonic() - killed:.1f}s "
+              "of the kill")
         assert http.get("/health").json()["status"] == "healthy"
         assert http.post("/api/predict/slow", json={"value": 4}).json()["double"] == 8
     assert {r["actor_name"] for r in running_replicas(cluster, "slow")} != \
