@@ -6,13 +6,11 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Hashable, Sequence
-from itertools import pairwise
 from typing import Annotated, Any, Literal, cast
 
 import msgspec
 import numpy as np
 import sklearn
-from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion
 
@@ -20,7 +18,7 @@ from ml.artifacts import ArtifactStore, file_digest
 from ml.config import Settings
 from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
-from ml.sentiment_text import LexiconFeatures, TfidfBlock, tokens, vader_lexicon_path
+from ml.sentiment_text import UnionFeatures, vader_lexicon_path
 from ml.sentiment_training import (
     CHECKS_PATH,
     CODE_VERSION,
@@ -56,10 +54,6 @@ LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars;
           "hour' reads as a complaint), complaints without a sentiment word ('my package was "
           "left in the rain'), negated verbs ('did not enjoy'), double negatives ('not "
           "unhappy'), hedged compliments ('pretty good, I suppose') and words it never saw.")
-# Names of the lexicon features in explanations.
-LEXICON_TERMS = ("lexicon: positive words", "lexicon: negative words", "lexicon: overall tone",
-                 "lexicon: any rated word")
-
 
 class SentimentOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     detailed: Annotated[bool, msgspec.Meta(
@@ -129,22 +123,10 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         clf: LogisticRegression = self.pipeline.named_steps["clf"]
         if tuple(clf.classes_) != LABELS:
             raise ValueError(f"classes {clf.classes_} != {LABELS}")
-        # Everything the fast path needs, computed once: per TF-IDF block of the union its
-        # vocabulary, idf and first column; the lexicon features' columns; class weights laid
-        # out for row gathers.
-        self._blocks: list[TfidfBlock] = []
-        names: list[str] = []
-        for name, step in features.transformer_list:
-            if isinstance(step, TfidfVectorizer):
-                self._blocks.append(TfidfBlock(step, len(names), words=name == "words"))
-                names += step.get_feature_names_out().tolist()
-            elif isinstance(step, LexiconFeatures):
-                self._lexicon, self._lexicon_scale = step.lexicon_, step.scale
-                self._lexicon_ids = np.arange(len(names), len(names) + len(LEXICON_TERMS))
-                names += LEXICON_TERMS
-            else:
-                raise ValueError(f"no single-text path for feature step {name!r}")
-        self._terms = np.array(names, dtype=object)
+        # Everything the fast paths need, computed once: the union's transform without
+        # scikit-learn's overhead, and class weights laid out for row gathers.
+        self._features = UnionFeatures(features)
+        self._terms = np.array(self._features.names, dtype=object)
         self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)  # (terms, classes)
         if self._coef_t.shape[0] != len(self._terms):
             raise ValueError(f"{self._coef_t.shape[0]} weights for {len(self._terms)} features")
@@ -195,11 +177,11 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
     def classify(self, texts: Sequence[str], *, detailed: bool = False
                  ) -> list[SentimentResult]:
         """One result per already validated text, in order (vectorised)."""
-        # sklearn's vectorizer costs ~1 ms a call whatever its size; the single-text path
-        # ~40 us a text: singles win up to about 48 texts (measured), batches beyond
+        # one sparse product costs ~1 ms a call whatever its size; the single-text path
+        # ~80 us a text: singles win up to a few dozen texts, batches beyond
         if len(texts) <= SINGLES_UP_TO:
             return [self._predict_one(text, detailed) for text in texts]
-        features = self.pipeline.named_steps["features"].transform(texts).tocsr()
+        features = self._features.matrix(texts)
         logits = features @ self._coef_t + self._intercept
         probabilities = _softmax(np.asarray(logits))
         results = []
@@ -253,7 +235,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
             "training": "fitted on first use (seconds) on the stratified 80% split plus the "
                         "general texts; the served model is the evaluated one; cached as a "
                         "checksummed artifact",
-            "vocabulary_size": sum(len(block.vocab) for block in self._blocks),
+            "vocabulary_size": len(self._terms),
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
             "headline": {"label": "Held-out accuracy",
@@ -271,16 +253,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
 
     # -- internals ----------------------------------------------------------------------
     def _predict_one(self, text: str, detailed: bool) -> SentimentResult:
-        # the steps of the pipeline's transform, for one text: each TF-IDF block (l2 within
-        # the block), the lexicon features (scaled), then the linear layer
-        words = tokens(text)
-        grams = [*words, *(f"{a} {b}" for a, b in pairwise(words))]
-        rows = [block.row(text, grams) for block in self._blocks]
-        lexicon = [v * self._lexicon_scale for v in self._lexicon.features(words)]
-        if any(lexicon):
-            rows.append((self._lexicon_ids, np.array(lexicon)))
-        ids = np.concatenate([r[0] for r in rows])
-        weights = np.concatenate([r[1] for r in rows])
+        ids, weights = self._features.row(text)
         if not len(ids):
             return _result(_softmax_row(self._intercept.tolist()), () if detailed else None,
                            detailed)

@@ -143,6 +143,21 @@ def test_fast_path_matches_sklearn_pipeline(sentiment) -> None:  # type: ignore[
     assert np.abs(batch - expected).max() < 1e-9
 
 
+def test_fast_features_equal_the_pipelines_transform(sentiment) -> None:  # type: ignore[no-untyped-def]
+    """The serving code's own transform (per-word character n-grams, counting, idf, l2 per
+    block, scaled lexicon) gives the union's matrix, text by text and as a batch."""
+    texts, _ = load_corpus()
+    sample = [*texts[::97][:300], "good good good 😍 not bad", "ᚠᚢᚦ", "Ünïcödé\ttëxt  x"]
+    expected = sentiment.pipeline.named_steps["features"].transform(sample).toarray()
+    fast = sentiment._features
+    assert np.abs(fast.matrix(sample).toarray() - expected).max() < 1e-12
+    for row, text in enumerate(sample):
+        ids, values = fast.row(text)
+        dense = np.zeros(expected.shape[1])
+        dense[ids] = values
+        assert np.abs(dense - expected[row]).max() < 1e-12
+
+
 def test_batch_preserves_order_and_matches_single(sentiment) -> None:  # type: ignore[no-untyped-def]
     texts = ["great", "awful", "the bus leaves at nine", "great"] * 5
     batch = sentiment.classify(texts, detailed=True)
