@@ -20,7 +20,7 @@ from api.access import AccessLog
 from api.config import ApiSettings
 from api.fetch import ImageFetcher
 from api.metrics import HttpMetrics
-from api.ratelimit import TokenBuckets
+from api.ratelimit import TokenBuckets, shared_buckets
 from api.schemas import HealthResponse
 from ml import memory
 from ml.engine import Engine
@@ -59,8 +59,7 @@ class Service:
             max_redirects=settings.url_fetch_max_redirects, allow=settings.url_fetch_allow)
         self.large_bodies = asyncio.Lock()  # large JSON bodies are decoded one at a time
         # per API key or client; in the one process the UI pages spend from the same buckets
-        self.rate_limits = rate_limits or TokenBuckets(settings.rate_limit_per_second,
-                                                       settings.rate_limit_burst)
+        self.rate_limits = rate_limits or shared_buckets(settings)  # Redis if configured
         self.rate_limit_exempt = rate_limit_exempt  # requests that spend no token (see RateLimit)
         self.started = time.time()
         self.warmed = threading.Event()

@@ -30,7 +30,7 @@ from ml.registry import Registry
 from ml.threads import single_threaded_blas
 
 MODELS = ("sentiment", "image", "recommender")  # the default plan: the built-in models
-PATHS = ("in-process", "http", "http-unbatched", "hop", "fastapi-peer")
+PATHS = ("in-process", "http", "http-unbatched", "hop", "fastapi-peer", "ray-serve")
 PEER_MODELS = ("sentiment",)  # the FastAPI peer serves the stock sklearn sentiment pipeline
 UNBATCHED_MODELS = ("sentiment", "image")  # the same one process with ML_BATCHING=false
 # Production features stay on in the measured servers (auth middleware, metrics, access
@@ -139,6 +139,18 @@ def topology(paths: tuple[str, ...], models: tuple[str, ...], settings: Settings
             found["hop"] = front.url
             found["servers"].update({"hop-front": front,
                                      **{f"hop-{m}": s for m, s in model_servers.items()}})
+        if "ray-serve" in paths:  # `make cluster`: a local Ray cluster, our API its ingress
+            from benchmarks import ray_path
+
+            if ray_path.available():
+                cluster = stack.enter_context(
+                    ray_path.serving({**env, "ML_MODELS": ",".join(models)}, logs))
+                found["ray-serve"] = cluster.url
+                found["servers"]["ray-serve"] = cluster
+            else:
+                found.setdefault("notes", []).append(
+                    "Ray Serve path skipped: ray is not installed "
+                    "(pip install -r requirements-ray.txt)")
         yield found
 
 

@@ -9,7 +9,8 @@ from typing import Any
 PATH_NAMES = {"in-process": "in-process (ml call)", "http": "HTTP, one process",
               "http-unbatched": "HTTP, one process, batching off",
               "hop": "HTTP + microservice hop",
-              "fastapi-peer": "FastAPI peer (stock sklearn predict_proba)"}
+              "fastapi-peer": "FastAPI peer (stock sklearn predict_proba)",
+              "ray-serve": "HTTP, Ray Serve (make cluster, local)"}
 
 
 def csv_text(results: dict[str, Any]) -> str:

@@ -35,7 +35,8 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     record = json.loads((tmp_path / "harness-quick.json").read_text())
     assert record["machine"]["cores"] >= 1 and record["machine"]["cpu"]
     paths = record["results"]["paths"]
-    assert set(paths) == {"in-process", "http", "http-unbatched", "hop", "fastapi-peer"}
+    assert set(paths) == {"in-process", "http", "http-unbatched", "hop", "fastapi-peer",
+                          "ray-serve"}
     assert set(paths["fastapi-peer"]) == {"sentiment"}
     assert set(paths["http-unbatched"]) == {"sentiment", "image"}
     for path, models in paths.items():
