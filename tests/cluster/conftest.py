@@ -62,8 +62,9 @@ class RedisServer:
 
         while time.monotonic() < deadline:
             try:
-                if redis.Redis(port=self.port, socket_timeout=0.5).ping():
-                    return
+                with redis.Redis(port=self.port, socket_timeout=0.5) as client:
+                    if client.ping():
+                        return
             except redis.RedisError:
                 time.sleep(0.05)
         raise RuntimeError(f"redis-server did not start:\n{self.log.read_text()[-2000:]}")
