@@ -109,10 +109,14 @@ def test_the_readme_documents_every_setting_and_no_other() -> None:
     import re
     from pathlib import Path
 
+    from api.config import ClusterSettings
+
     readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-    known = {row["env"] for row in Settings.describe() + ApiSettings.describe()}
+    known = {row["env"] for row in (Settings.describe() + ApiSettings.describe()
+                                    + ClusterSettings.describe())}
     rows = set(re.findall(r"^\| `(ML_[A-Z0-9_<>]+)` \|", readme, flags=re.MULTILINE))
     assert rows == known, (rows - known, known - rows)
     mentioned = set(re.findall(r"\bML_[A-Z0-9_<>]+[A-Z0-9>]", readme))
-    per_model = re.compile(r"^ML_[A-Z0-9_]+_(MAX_BATCH|MAX_WAIT_MS|MAX_QUEUE)$")
+    per_model = re.compile(r"^ML_[A-Z0-9_]+_(MAX_BATCH|MAX_WAIT_MS|MAX_QUEUE|MIN_REPLICAS|"
+                           r"MAX_REPLICAS|TARGET_ONGOING_REQUESTS|NUM_CPUS|NUM_GPUS)$")
     assert {m for m in mentioned - known if not per_model.match(m)} == set()
