@@ -56,9 +56,13 @@ def parameters(op: wire.Operation, query: Any) -> dict[str, Any]:
     return out
 
 
+ROUNDED = 6e-4  # half a unit in the 4th significant digit is at most 5e-4 of the value
+
+
 def assert_same_answer(op: wire.Operation, outputs: dict[str, np.ndarray], row: int,
                        spec_answer: dict[str, Any]) -> None:
-    """Row `row` of V2 outputs equals the spec route's answer (floats as FP32)."""
+    """Row `row` of V2 outputs equals the spec route's answer: floats as FP32, and within
+    the spec route's rounding to ML_RESPONSE_DIGITS (4) significant digits."""
     sig = tensors.signature(op.query, op.result)
     for spec in sig.outputs:
         expected = spec_answer.get(spec.name)
@@ -67,14 +71,15 @@ def assert_same_answer(op: wire.Operation, outputs: dict[str, np.ndarray], row: 
             continue
         got = outputs[spec.name][row]
         if spec.kind == "vector":
-            assert list(got) == pytest.approx([expected[c] for c in spec.fields], rel=1e-4)
+            assert list(got) == pytest.approx([expected[c] for c in spec.fields], rel=ROUNDED,
+                                              abs=1e-6)
         elif spec.kind == "json":
             text = got.decode() if isinstance(got, bytes) else got
             assert _close(json.loads(text), expected), spec.name
         elif spec.datatype == "BYTES":
             assert (got.decode() if isinstance(got, bytes) else got) == expected, spec.name
         elif spec.datatype == "FP32":
-            assert float(got) == pytest.approx(expected, rel=1e-4), spec.name
+            assert float(got) == pytest.approx(expected, rel=ROUNDED, abs=1e-6), spec.name
         else:
             assert got.item() == expected, spec.name
 
@@ -87,5 +92,5 @@ def _close(got: Any, expected: Any) -> bool:
         return isinstance(got, list) and len(got) == len(expected) and all(
             _close(g, e) for g, e in zip(got, expected, strict=True))
     if isinstance(expected, float):
-        return bool(got == pytest.approx(expected, rel=1e-4, abs=1e-6))
+        return bool(got == pytest.approx(expected, rel=ROUNDED, abs=1e-6))
     return bool(got == expected)

@@ -47,7 +47,7 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
                 assert figures["n"] > 0, (path, model, level)
                 assert figures["errors"] == 0, (path, model, level)
     scenario = record["results"]["scenario_1000_texts"]
-    assert set(scenario) == {"in-process", "http", "hop"}
+    assert set(scenario) == {"in-process", "http", "hop", "ray-serve"}
     memory = record["results"]["memory"]
     assert set(memory["peak_rss_mb"]) == {"one-process", "one-process-unbatched", "hop-front",
                                           "hop-sentiment", "hop-image", "hop-recommender",
