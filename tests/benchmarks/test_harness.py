@@ -51,7 +51,7 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
     memory = record["results"]["memory"]
     assert set(memory["peak_rss_mb"]) == {"one-process", "one-process-unbatched", "hop-front",
                                           "hop-sentiment", "hop-image", "hop-recommender",
-                                          "fastapi-peer"}
+                                          "fastapi-peer", "ray-serve"}
     assert memory["single_over_split"] > 0
     workers = record["results"]["workers"]
     assert workers["1"]["n"] > 0 and workers["2"]["n"] > 0 and workers["two_over_one"] > 0
@@ -67,9 +67,11 @@ def test_quick_run_writes_results_for_every_path(settings: Settings, registry,  
         "sentiment c=32 requests/s, API-only / one process"]
     with (tmp_path / "harness-quick.csv").open() as handle:
         rows = list(csv.DictReader(handle))
-    # per path, sentiment and recommender at c=1/8/32 and image at c=1/16; the peer serves
-    # sentiment only, the batching-off server sentiment and image
-    assert len(rows) == 3 * (3 + 2 + 3) + 3 + (3 + 2)
+    # per path (in-process, HTTP, hop, Ray Serve), sentiment and recommender at c=1/8/32 and
+    # image at c=1/16; the peer serves sentiment only, the batching-off server sentiment and
+    # image
+    assert len(rows) == 4 * (3 + 2 + 3) + 3 + (3 + 2), [(r.get("path"), r.get("model"))
+                                                         for r in rows]
     markdown = (tmp_path / "BENCHMARKS.md").read_text()
     for heading in ("Targets", "Latency at concurrency 1", "Throughput under concurrency",
                     "Ratios", "1,000 texts", "Memory", "worker processes", "against the floor"):
