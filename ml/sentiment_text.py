@@ -1,19 +1,23 @@
 """What the sentiment model reads in a text: tokens with the scope of a negation marked, and
-lexicon features from VADER's hand-rated word list (vaderSentiment, MIT).
+lexicon features from VADER's hand-rated word list (vaderSentiment, MIT), and how its words
+are spelled.
 
 Tweets teach a bag of words which topics people complain about; they teach little about the
 words of a restaurant review or a product page. VADER's lexicon (7,500 words and emoji rated
 -4..+4 by people) carries that general knowledge into the model as a few dense features, and
-negation marking lets "not good" and "not bad" be words of their own.
+negation marking lets "not good" and "not bad" be words of their own. Spelling (character
+n-grams) carries what a word's parts say: "loveliest", "unhelpful", "sooo" and typos share
+n-grams with words the tweets taught.
 """
 
 from __future__ import annotations
 
 import math
 import re
+from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache, lru_cache
+from functools import cache
 from itertools import chain, pairwise
 from pathlib import Path
 
@@ -21,8 +25,6 @@ import numpy as np
 from scipy import sparse
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.feature_extraction.text import TfidfVectorizer
-from sklearn.pipeline import FeatureUnion
-from sklearn.preprocessing import normalize
 
 URL = re.compile(r"https?://\S+|www\.\S+")
 MENTION = re.compile(r"@\w+")
@@ -41,8 +43,7 @@ BEFORE_BUT, AFTER_BUT = 0.5, 1.5
 # Names of the lexicon features (in explanations too).
 LEXICON_TERMS = ("lexicon: positive words", "lexicon: negative words", "lexicon: overall tone",
                  "lexicon: any rated word")
-SORT_FROM = 64  # terms of a text from which counting by sorting beats a dict
-WORDS_CACHED = 1 << 16  # distinct words whose character n-grams the single-text path keeps
+KNOWN_FROM = 2  # texts a word appears in for serving to keep its spelling's contribution
 ALPHA = 15.0  # VADER's normalisation of a sum of valences into (-1, 1)
 
 
@@ -57,7 +58,11 @@ def negators() -> frozenset[str]:
 def tokens(text: str) -> list[str]:
     """Lower-cased words, '!', '?' and emoji of `text`; links and @mentions become 'url' and
     'user'; a word inside a negation's scope gets the prefix 'not_'."""
-    text = MENTION.sub(" user ", URL.sub(" url ", text.lower()))
+    text = text.lower()
+    if "http" in text or "www." in text:  # the substitutions cost more than the tests
+        text = URL.sub(" url ", text)
+    if "@" in text:
+        text = MENTION.sub(" user ", text)
     out: list[str] = []
     negate = negators()
     scoped = False
@@ -171,104 +176,55 @@ class LexiconFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
         return np.array(LEXICON_TERMS, dtype=object)
 
 
-class UnionFeatures:
-    """The fitted feature union's transform without scikit-learn's per-call overhead (~1 ms)
-    and with each distinct word's character n-grams found once: the same columns and values
-    (TF-IDF blocks with sublinear tf, idf and l2 norm each; the scaled lexicon features)."""
-
-    def __init__(self, union: FeatureUnion) -> None:
-        self.blocks: list[TfidfBlock] = []
-        names: list[str] = []
-        steps = union.transformer_list
-        for name, step in steps[:-1]:
-            if not isinstance(step, TfidfVectorizer):
-                raise ValueError(f"no fast transform for feature step {name!r}")
-            self.blocks.append(TfidfBlock(step, len(names), words=name == "words"))
-            names += step.get_feature_names_out().tolist()
-        lexicon = steps[-1][1]
-        if not isinstance(lexicon, LexiconFeatures):
-            raise ValueError("the union's last step must be the lexicon features")
-        self.lexicon, self.scale = lexicon.lexicon_, lexicon.scale
-        self.lexicon_ids = np.arange(len(names), len(names) + len(LEXICON_TERMS))
-        self.names = names + list(LEXICON_TERMS)
-
-    def row(self, text: str) -> tuple[np.ndarray, np.ndarray]:
-        """Columns and values of the non-zero features of one text."""
-        words = tokens(text)
-        grams = [*words, *(f"{a} {b}" for a, b in pairwise(words))]
-        rows = [block.row(block.columns(text, grams)) for block in self.blocks]
-        lexicon = [v * self.scale for v in self.lexicon.features(words)]
-        if any(lexicon):
-            rows.append((self.lexicon_ids, np.array(lexicon)))
-        return np.concatenate([r[0] for r in rows]), np.concatenate([r[1] for r in rows])
-
-    def matrix(self, texts: Sequence[str]) -> sparse.csr_matrix:
-        """The features of many texts, one row each (CSR)."""
-        words = [tokens(text) for text in texts]
-        grams = [[*w, *(f"{a} {b}" for a, b in pairwise(w))] for w in words]
-        parts = [block.matrix([block.columns(t, g) for t, g in zip(texts, grams, strict=True)])
-                 for block in self.blocks]
-        lexicon = np.array([self.lexicon.features(w) for w in words]).reshape(-1, 4)
-        return sparse.hstack([*parts, sparse.csr_matrix(lexicon * self.scale)], format="csr")
+def spelled(text: str) -> list[str]:
+    """The words whose spelling counts: `text` lower-cased and split at white space, as
+    scikit-learn's char_wb analyzer splits it (punctuation stays on its word)."""
+    return text.lower().split()
 
 
-class TfidfBlock:
-    """One fitted TF-IDF vectoriser's transform of a single text, without scikit-learn's
-    per-call overhead (~1 ms): the same terms, sublinear tf, idf and l2 norm."""
+def pool_words(texts: Sequence[str]) -> tuple[sparse.csr_matrix, list[str]]:
+    """The distinct spelled words of `texts`, and the (texts, words) matrix that sums each
+    text's words over the square root of their number (a repeated word counts each time)."""
+    words = [spelled(text) for text in texts]
+    index: dict[str, int] = {}
+    columns = [index.setdefault(w, len(index)) for w in chain.from_iterable(words)]
+    lengths = np.array([len(w) for w in words], dtype=np.intp)
+    pooling = sparse.csr_matrix(
+        (np.repeat(1.0 / np.sqrt(np.maximum(lengths, 1)), lengths), columns,
+         np.r_[0, np.cumsum(lengths)]), shape=(len(texts), len(index)))
+    return pooling, list(index)
 
-    def __init__(self, tfidf: TfidfVectorizer, offset: int, *, words: bool) -> None:
-        self.vocab: dict[str, int] = tfidf.vocabulary_
-        self.idf = tfidf.idf_.astype(np.float64)
-        self.sublinear = bool(tfidf.sublinear_tf)
-        self.offset = offset  # its first column in the union
-        self.words = words  # its terms are word_grams (shared with the lexicon's tokens)
-        self.analyze = tfidf.build_analyzer()
-        # char_wb n-grams never cross white space: a text's are the sum of its words', so
-        # each distinct word is analysed once (bounded cache)
-        self.per_word = tfidf.analyzer == "char_wb"
-        self._known = lru_cache(maxsize=WORDS_CACHED)(self._known_terms)
 
-    def columns(self, text: str, grams: Sequence[str]) -> list[int]:
-        """The block's columns of each known term of `text`, repeats included; `grams` are
-        its word_grams."""
-        if self.per_word:
-            return list(chain.from_iterable(map(self._known, text.split())))
-        vocab = self.vocab
-        return [i for i in map(vocab.get, grams if self.words else self.analyze(text))
-                if i is not None]
+class SpellingFeatures(TransformerMixin, BaseEstimator):  # type: ignore[misc]
+    """How a text's words are spelled: each word's character n-grams (`ngram_range`, padded
+    with a space each side; TF-IDF with sublinear tf, l2-normalised per word), summed over
+    the text's words and divided by the square root of their number. Additive over words,
+    so serving keeps one small vector per distinct word, as fastText and model2vec do with
+    sub-word vectors. The idf counts a word once per text."""
 
-    def row(self, found: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
-        """Columns (in the union) and TF-IDF weights of one text's `columns`."""
-        if not found:
-            return np.empty(0, dtype=np.intp), np.empty(0)
-        if len(found) > SORT_FROM:  # hundreds of n-grams: counted by sorting
-            array = np.array(found, dtype=np.intp)
-            array.sort()
-            edges = np.flatnonzero(np.r_[True, array[1:] != array[:-1], True])
-            ids, tf = array[edges[:-1]], np.diff(edges).astype(np.float64)
-        else:  # a few dozen terms: counted in a dict
-            counts: dict[int, int] = {}
-            for index in found:
-                counts[index] = counts.get(index, 0) + 1
-            ids = np.fromiter(counts, dtype=np.intp, count=len(counts))
-            tf = np.fromiter(counts.values(), dtype=np.float64, count=len(counts))
-        if self.sublinear:
-            tf = np.log(tf) + 1.0
-        weights = tf * self.idf[ids]
-        weights /= math.sqrt(float(weights @ weights))
-        return ids + self.offset, weights
+    def __init__(self, ngram_range: tuple[int, int] = (2, 5), min_df: int = 3) -> None:
+        self.ngram_range = ngram_range
+        self.min_df = min_df
 
-    def matrix(self, found: Sequence[Sequence[int]]) -> sparse.csr_matrix:
-        """TF-IDF rows (this block's columns) of many texts' `columns`."""
-        indptr = np.cumsum([0, *map(len, found)])
-        indices = np.fromiter(chain.from_iterable(found), dtype=np.intp, count=int(indptr[-1]))
-        counts = sparse.csr_matrix((np.ones(len(indices)), indices, indptr),
-                                   shape=(len(found), len(self.vocab)))
-        counts.sum_duplicates()
-        if self.sublinear:
-            counts.data = np.log(counts.data) + 1.0
-        counts.data *= self.idf[counts.indices]
-        return normalize(counts, copy=False)
+    def fit(self, texts: Sequence[str], labels: object = None) -> SpellingFeatures:
+        self.tfidf_ = TfidfVectorizer(analyzer="char_wb", ngram_range=self.ngram_range,
+                                      sublinear_tf=True, min_df=self.min_df, dtype=np.float64)
+        words = list(chain.from_iterable(dict.fromkeys(spelled(t)) for t in texts))
+        self.tfidf_.fit(words)
+        # the words of at least two texts: serving finds their contributions at load
+        self.words_ = sorted(w for w, n in Counter(words).items() if n >= KNOWN_FROM)
+        return self
 
-    def _known_terms(self, word: str) -> tuple[int, ...]:
-        return tuple(i for i in map(self.vocab.get, self.analyze(word)) if i is not None)
+    def transform(self, texts: Sequence[str]) -> sparse.csr_matrix:
+        pooling, words = pool_words(texts)
+        return sparse.csr_matrix(pooling @ self.vectors(words))
+
+    def vectors(self, words: Sequence[str]) -> sparse.csr_matrix:
+        """Each word's own l2-normalised n-gram vector, one row each."""
+        if not words:
+            return sparse.csr_matrix((0, len(self.tfidf_.vocabulary_)))
+        return self.tfidf_.transform(words)
+
+    def get_feature_names_out(self, names: object = None) -> np.ndarray:
+        out: np.ndarray = self.tfidf_.get_feature_names_out()
+        return out

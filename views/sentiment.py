@@ -7,6 +7,7 @@ import streamlit as st
 
 from ml.samples import TEXTS
 from ml.sentiment import SentimentOptions, SentimentQuery, SentimentResult
+from ml.sentiment_scoring import SPELLING
 from views.shared import (
     MAX_CSV_ROWS,
     info_card,
@@ -51,15 +52,19 @@ def show(result: SentimentResult, ms: float) -> None:
         y=alt.Y("class:N", sort=CLASSES),
         color=alt.Color("class:N", scale=CLASS_COLOURS, legend=None)), width="stretch")
     st.markdown("**Words that drove the decision**")
-    if not any(ch.isalnum() for term in result.terms or () for ch in term.term):
-        st.info("No words the model knows were found in this text: unseen words (and emoji "
-                "without a rating) carry no weight, so the answer rests on "
+    if not any(ch.isalnum() for term in result.terms or ()
+               for ch in term.term.removeprefix(SPELLING)):
+        st.info("No words the model knows were found in this text: unseen words count only "
+                "through their letter groups and emoji without a rating not at all, so the "
+                "answer rests on "
                 + ("punctuation alone." if result.terms else "the model's prior alone."),
                 icon=":material/help:")
     if not result.terms:
         return
-    st.caption("Each bar is a word or word pair of the text: how far it pushed the answer "
-               "toward positive (green, right) or toward negative (red, left).")
+    st.caption("Each bar is a word or word pair of the text, a word's spelling (its letter "
+               "groups, which carry over to words the model never saw) or a lexicon score of "
+               "rated words: how far it pushed the answer toward positive (green, right) or "
+               "toward negative (red, left).")
     terms = pd.DataFrame([(t.term, t.toward_positive) for t in result.terms],
                          columns=["term", "push"])
     terms["direction"] = ["toward positive" if v > 0 else "toward negative"

@@ -214,10 +214,11 @@ def test_sentiment_evaluation_figures_on_a_hand_computed_confusion(
     labels = [y for _, y in TRAIN_SET] + [y for _, y, _ in TEST_SET]
     splits: list[dict[str, Any]] = []
 
-    def split(x: list[str], y: list[str], **options: Any) -> tuple[list[str], ...]:
+    def split(x: list[str], y: list[str], weights: Any, **options: Any) -> tuple[Any, ...]:
         splits.append(options)
         return ([t for t, _ in TRAIN_SET], [t for t, _, _ in TEST_SET],
-                [y for _, y in TRAIN_SET], [y for _, y, _ in TEST_SET])
+                [y for _, y in TRAIN_SET], [y for _, y, _ in TEST_SET],
+                weights[:len(TRAIN_SET)], weights[len(TRAIN_SET):])
 
     monkeypatch.setattr("sklearn.model_selection.train_test_split", split)
     monkeypatch.setattr(sentiment_training, "make_pipeline",
@@ -226,6 +227,7 @@ def test_sentiment_evaluation_figures_on_a_hand_computed_confusion(
     assert splits == [{"test_size": 0.2, "stratify": labels, "random_state": 42}]
     assert evaluation == {
         "split": "stratified 80/20, random_state=42",
+        "tweet_weights": "none",
         "train_size": 4,
         "test_size": 6,
         "accuracy": 0.6667,
@@ -238,3 +240,43 @@ def test_sentiment_evaluation_figures_on_a_hand_computed_confusion(
         "confusion_matrix": {"labels": ["negative", "neutral", "positive"],
                              "matrix": [[2, 1, 0], [0, 0, 1], [0, 0, 2]]},
     }
+
+
+class Recorder(Lookup):
+    """A stand-in pipeline that keeps what its fit was given."""
+
+    def fit(self, texts: Sequence[str], labels: Sequence[str], **params: Any) -> Recorder:
+        self.texts, self.params = list(texts), params
+        return self
+
+
+def test_tweets_weigh_as_much_as_the_crowd_agreed(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Each training tweet weighs the crowd's confidence in its label, each general text
+    GENERAL_WEIGHT; the held-out split is the one the unweighted training used."""
+    texts = [f"tweet {i}" for i in range(20)]
+    labels = ["negative", "neutral", "positive", "positive"] * 5
+    confidence = np.linspace(0.3, 1.0, len(texts))
+    recorder = Recorder(dict.fromkeys(texts, "neutral"))
+    monkeypatch.setattr(sentiment_training, "make_pipeline", lambda: recorder)
+    general = (["it is lovely", "it is dreadful"], ["positive", "negative"])
+    evaluation = sentiment_training.train(texts, labels, general, None, confidence).evaluation
+    by_text = dict(zip(texts, confidence.tolist(), strict=True))
+    tweets = recorder.texts[:-2]
+    assert recorder.texts[-2:] == general[0] and len(tweets) == 16
+    assert recorder.params["clf__sample_weight"].tolist() == (
+        [by_text[t] for t in tweets] + [sentiment_training.GENERAL_WEIGHT] * 2)
+    assert evaluation["tweet_weights"] == "the crowd's confidence"
+    unweighted = Recorder(dict.fromkeys(texts, "neutral"))
+    monkeypatch.setattr(sentiment_training, "make_pipeline", lambda: unweighted)
+    sentiment_training.train(texts, labels, general)
+    assert unweighted.texts == recorder.texts
+    assert unweighted.params["clf__sample_weight"].tolist() == (
+        [1.0] * 16 + [sentiment_training.GENERAL_WEIGHT] * 2)
+
+
+def test_the_corpus_confidence_lines_up_with_its_texts() -> None:
+    texts, _ = sentiment_training.load_corpus()
+    confidence = sentiment_training.load_confidence()
+    assert confidence.shape == (len(texts),)
+    assert ((confidence > 0.25) & (confidence <= 1.0)).all()
+    assert 0.5 < (confidence == 1.0).mean() < 0.9  # most labels unanimous, many not
