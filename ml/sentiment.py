@@ -99,7 +99,6 @@ class SentimentResult(msgspec.Struct, frozen=True, omit_defaults=True):
 Item = tuple[str, bool]  # a validated text, and whether the answer is detailed
 
 
-SINGLES_UP_TO = 32
 
 
 class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
@@ -137,7 +136,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         if len(items) == 1:  # the common case, and the hot path: straight to the scorer
             text, detailed = items[0]
             return [self._explained(text) if detailed
-                    else _result(_softmax_row(self.scorer.logits(text)), None)]
+                    else _result(_softmax_row(self.scorer.logits([text])[0]), None)]
         results: list[SentimentResult | None] = [None] * len(items)
         for detailed in (False, True):
             picked = [i for i, (_, d) in enumerate(items) if d is detailed]
@@ -169,8 +168,8 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
     # -- the domain ---------------------------------------------------------------------
     def classify(self, texts: Sequence[str], *, detailed: bool = False
                  ) -> list[SentimentResult]:
-        """One result per already validated text, in order (vectorised beyond a few dozen
-        texts; an explained answer is worked out text by text)."""
+        """One result per already validated text, in order (the word grams of all of them
+        gathered at once; an explained answer is worked out text by text)."""
         if detailed:
             return [self._explained(text) for text in texts]
         return [_result(p, None) for p in self._probabilities(texts)]
@@ -180,8 +179,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         return self.classify([self.validate(text)], detailed=detailed)[0]
 
     def probabilities(self, texts: Sequence[str]) -> np.ndarray:
-        """(negative, neutral, positive) for each text, by the serving code (text by text
-        for up to SINGLES_UP_TO texts, vectorised beyond)."""
+        """(negative, neutral, positive) for each text, by the serving code."""
         return np.array(self._probabilities(texts)).reshape(-1, len(LABELS))
 
     def validate(self, text: object, *, field: str = "text") -> str:
@@ -237,15 +235,11 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
     def warmup(self) -> None:
         """Exercise both the single-text and the batch path."""
         self.predict_one("warming up the sentiment model", detailed=True)
-        self.classify(["warm"] * (SINGLES_UP_TO + 1))
+        self.classify(["warm", "warming up"])
 
     # -- internals ----------------------------------------------------------------------
     def _probabilities(self, texts: Sequence[str]) -> list[list[float]]:
-        # one text costs ~30 us, a vectorised call ~1 ms whatever its size: text by text up
-        # to a few dozen texts, vectorised beyond
-        if len(texts) <= SINGLES_UP_TO:
-            return [_softmax_row(self.scorer.logits(text)) for text in texts]
-        return _softmax(self.scorer.logits_many(texts)).tolist()  # type: ignore[no-any-return]
+        return [_softmax_row(z) for z in self.scorer.logits(texts)]
 
     def _explained(self, text: str, top: int = 8) -> SentimentResult:
         """The answer with its probabilities and the terms that pushed towards the predicted
@@ -260,13 +254,6 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
         return _result(p, tuple(Term(names[i], round(float(centred[i]), 4),
                                      round(float(polarity[i]), 4))
                                 for i in order if centred[i] != 0.0))
-
-
-def _softmax(logits: np.ndarray) -> np.ndarray:
-    shifted = logits - logits.max(axis=1, keepdims=True)
-    exp = np.exp(shifted)
-    out: np.ndarray = exp / exp.sum(axis=1, keepdims=True)
-    return out
 
 
 def _softmax_row(logits: Sequence[float]) -> list[float]:

@@ -1,12 +1,14 @@
 """The fitted sentiment pipeline's logits without scikit-learn: each feature block turned into
-logit contributions directly, so one text costs a tokenisation, a few dictionary look-ups and
-one small gather (~30 us, where the pipeline's `predict_proba` takes ~1 ms). The same numbers
-as the pipeline within 1e-9 (tests/ml/test_sentiment.py).
+logit contributions directly, so a text costs a tokenisation, a few dictionary look-ups and
+its share of one small gather (~30 us, where the pipeline's `predict_proba` takes ~1 ms). The
+same numbers as the pipeline within 1e-9 (tests/ml/test_sentiment.py).
 
 - Word 1-2-grams (TF-IDF, sublinear tf, l2 norm): a table holds each gram's idf-scaled class
-  weights and its squared idf, so the weighted sum and the norm come from one gather.
+  weights and its squared idf, so a text's weighted sum and its norm are one sum of rows; the
+  rows of every text of a batch are gathered and summed in one numpy call.
 - Spelling: additive over words, so each distinct word's contribution (its n-gram vector
-  times the class weights) is found once and kept; the training words are found at load.
+  times the class weights) is found once and kept, the training words' at load; an unseen
+  word's n-grams are summed from a table like the words'.
 - Lexicon: four features times their class weights.
 """
 
@@ -15,20 +17,17 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from functools import lru_cache
-from itertools import chain, pairwise
+from itertools import accumulate, chain, pairwise
 
 import numpy as np
-from scipy import sparse
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
-from sklearn.preprocessing import normalize
 
 from ml.sentiment_text import (
     LEXICON_TERMS,
     LexiconFeatures,
     SpellingFeatures,
-    pool_words,
     spelled,
     tokens,
 )
@@ -64,46 +63,47 @@ class Scorer:
         self.grams = np.array(words.get_feature_names_out(), dtype=object)
         idf = words.idf_.astype(np.float64)
         self.idf, self.word_coef = idf, word_coef
-        self.word_table = np.column_stack([word_coef * idf[:, None], idf * idf])
+        self.word_table = weighted_rows(word_coef, idf)
         # spelling: each word's contribution, for the training words now, others when seen
-        self.spelling = spelling
-        self.spelling_coef = np.ascontiguousarray(spelling_coef)
         self.ngram_range: tuple[int, int] = spelling.tfidf_.ngram_range
         self.ngram_ids: dict[str, int] = spelling.tfidf_.vocabulary_
-        self.ngram_idf = spelling.tfidf_.idf_.astype(np.float64)
+        self.ngram_table = weighted_rows(spelling_coef, spelling.tfidf_.idf_)
         known = list(spelling.words_)
         self.known: dict[str, Logits] = dict(zip(known, map(tuple, (
-            spelling.vectors(known) @ self.spelling_coef).tolist()), strict=True))
+            spelling.vectors(known) @ spelling_coef).tolist()), strict=True))
         self._spell = lru_cache(maxsize=WORDS_CACHED)(self._unseen)
         # lexicon: the scaled features' class weights
         self.lexicon = lexicon.lexicon_
         self.lexicon_coef: list[Logits] = [tuple(row) for row in
                                            (lexicon_coef * lexicon.scale).tolist()]
 
-    # -- one text -------------------------------------------------------------------------
-    def logits(self, text: str) -> Logits:
-        """The classifier's logits for one text."""
-        words = tokens(text)
-        z0, z1, z2 = self.intercept
-        ids = self._gram_ids(words)
-        if ids:
-            a, b, c, square = self._word_sums(ids)
-            norm = math.sqrt(square)
-            z0, z1, z2 = z0 + a / norm, z1 + b / norm, z2 + c / norm
-        spelling = spelled(text)
-        if spelling:
-            known, spell = self.known.get, self._spell
-            a = b = c = 0.0
-            for word in spelling:
-                v = known(word) or spell(word)
-                a, b, c = a + v[0], b + v[1], c + v[2]
-            pool = 1.0 / math.sqrt(len(spelling))
-            z0, z1, z2 = z0 + a * pool, z1 + b * pool, z2 + c * pool
-        for value, (a, b, c) in zip(self.lexicon.features(words), self.lexicon_coef,
-                                    strict=True):
-            if value:
-                z0, z1, z2 = z0 + value * a, z1 + value * b, z2 + value * c
-        return z0, z1, z2
+    def logits(self, texts: Sequence[str]) -> list[Logits]:
+        """The classifier's logits for each text."""
+        words = [tokens(text) for text in texts]
+        found = [self._gram_ids(w) for w in words]
+        out: list[Logits] = []
+        known, spell = self.known.get, self._spell
+        for text, tokenised, sums in zip(texts, words, row_sums(self.word_table, found),
+                                         strict=True):
+            z0, z1, z2 = self.intercept
+            if sums is not None:
+                a, b, c, square = sums
+                norm = math.sqrt(square)
+                z0, z1, z2 = z0 + a / norm, z1 + b / norm, z2 + c / norm
+            spelling = spelled(text)
+            if spelling:
+                a = b = c = 0.0
+                for word in spelling:
+                    v = known(word) or spell(word)
+                    a, b, c = a + v[0], b + v[1], c + v[2]
+                pool = 1.0 / math.sqrt(len(spelling))
+                z0, z1, z2 = z0 + a * pool, z1 + b * pool, z2 + c * pool
+            for value, (a, b, c) in zip(self.lexicon.features(tokenised), self.lexicon_coef,
+                                        strict=True):
+                if value:
+                    z0, z1, z2 = z0 + value * a, z1 + value * b, z2 + value * c
+            out.append((z0, z1, z2))
+        return out
 
     def terms(self, text: str) -> tuple[list[str], np.ndarray]:
         """Each term of `text` (word gram, a word's spelling, lexicon feature) and its logit
@@ -138,67 +138,65 @@ class Scorer:
                              ).reshape(-1, 3))
         return names, np.vstack(rows)
 
-    # -- many texts -----------------------------------------------------------------------
-    def logits_many(self, texts: Sequence[str]) -> np.ndarray:
-        """(texts, classes) logits, vectorised over the texts."""
-        words = [tokens(text) for text in texts]
-        found = [self._gram_ids(w) for w in words]
-        indptr = np.cumsum([0, *map(len, found)])
-        counts = sparse.csr_matrix(
-            (np.ones(int(indptr[-1])), np.fromiter(chain.from_iterable(found), dtype=np.intp,
-                                                   count=int(indptr[-1])), indptr),
-            shape=(len(texts), len(self.vocab)))
-        counts.sum_duplicates()
-        counts.data = (np.log(counts.data) + 1.0) * self.idf[counts.indices]
-        logits = np.asarray(normalize(counts, copy=False) @ self.word_coef)
-        pooling, spelling = pool_words(texts)
-        vectors = np.array([self.known.get(w) or self._spell(w) for w in spelling])
-        logits += pooling @ vectors.reshape(-1, 3)
-        lexicon = np.array([self.lexicon.features(w) for w in words]).reshape(-1, 4)
-        logits += lexicon @ np.array(self.lexicon_coef)
-        out: np.ndarray = logits + np.array(self.intercept)
-        return out
-
     # -- internals ------------------------------------------------------------------------
     def _gram_ids(self, words: list[str]) -> list[int]:
         vocab = self.vocab
         return [i for i in map(vocab.get, chain(words, map(" ".join, pairwise(words))))
                 if i is not None]
 
-    def _word_sums(self, ids: list[int]) -> list[float]:
-        """[sum of tf-idf times each class weight (3), sum of squared tf-idf] of a text's
-        gram ids, repeats included (sublinear tf: 1 + log count)."""
-        table = self.word_table
-        sums: list[float] = np.add.reduce(table.take(ids, axis=0), axis=0).tolist()
-        if len(set(ids)) < len(ids):  # a repeated gram weighs 1 + log n, not n: correct it
-            counts: dict[int, int] = {}
-            for i in ids:
-                counts[i] = counts.get(i, 0) + 1
-            for i, n in counts.items():
-                if n > 1:
-                    tf = 1.0 + math.log(n)
-                    a, b, c, square = table[i].tolist()
-                    sums[0] += (tf - n) * a
-                    sums[1] += (tf - n) * b
-                    sums[2] += (tf - n) * c
-                    sums[3] += (tf * tf - n) * square
-        return sums
-
     def _unseen(self, word: str) -> Logits:
         """A word's spelling contribution, from its n-grams (the vectoriser's transform of
         one word: sublinear tf, idf, l2 norm)."""
-        counts: dict[int, int] = {}
-        for i in map(self.ngram_ids.get, char_ngrams(word, *self.ngram_range)):
-            if i is not None:
-                counts[i] = counts.get(i, 0) + 1
-        if not counts:
+        get = self.ngram_ids.get
+        ids = [i for i in map(get, char_ngrams(word, *self.ngram_range)) if i is not None]
+        sums = row_sums(self.ngram_table, [ids])[0]
+        if sums is None:
             return 0.0, 0.0, 0.0
-        ids = np.fromiter(counts, dtype=np.intp, count=len(counts))
-        weights = (np.log(np.fromiter(counts.values(), dtype=np.float64)) + 1.0
-                   ) * self.ngram_idf[ids]
-        weights /= math.sqrt(float(weights @ weights))
-        a, b, c = (weights @ self.spelling_coef[ids]).tolist()
-        return a, b, c
+        a, b, c, square = sums
+        norm = math.sqrt(square)
+        return a / norm, b / norm, c / norm
+
+
+def weighted_rows(coef: np.ndarray, idf: np.ndarray) -> np.ndarray:
+    """Per term, its class weights times its idf and its squared idf: a text's sum of these
+    rows (tf 1) is its TF-IDF vector's dot with each class's weights and its squared norm."""
+    idf = np.asarray(idf, dtype=np.float64)
+    return np.column_stack([coef * idf[:, None], idf * idf])
+
+
+def row_sums(table: np.ndarray, found: Sequence[list[int]]) -> list[list[float] | None]:
+    """For each list of term ids, the sum of its terms' `weighted_rows`, each term weighing
+    1 + log(its count) (sublinear tf); None for an empty list. One gather for all lists."""
+    taken = [k for k, ids in enumerate(found) if ids]
+    out: list[list[float] | None] = [None] * len(found)
+    if not taken:
+        return out
+    rows = table.take(list(chain.from_iterable(found[k] for k in taken)), axis=0)
+    if len(taken) == 1:
+        sums: list[list[float]] = [np.add.reduce(rows, axis=0).tolist()]
+    else:
+        starts = list(accumulate((len(found[k]) for k in taken[:-1]), initial=0))
+        sums = np.add.reduceat(rows, starts, axis=0).tolist()
+    for k, total in zip(taken, sums, strict=True):
+        ids = found[k]
+        if len(set(ids)) < len(ids):  # a repeated term weighs 1 + log n, not n: correct it
+            _sublinear(table, ids, total)
+        out[k] = total
+    return out
+
+
+def _sublinear(table: np.ndarray, ids: list[int], total: list[float]) -> None:
+    counts: dict[int, int] = {}
+    for i in ids:
+        counts[i] = counts.get(i, 0) + 1
+    for i, n in counts.items():
+        if n > 1:
+            tf = 1.0 + math.log(n)
+            a, b, c, square = table[i].tolist()
+            total[0] += (tf - n) * a
+            total[1] += (tf - n) * b
+            total[2] += (tf - n) * c
+            total[3] += (tf * tf - n) * square
 
 
 def char_ngrams(word: str, low: int, high: int) -> list[str]:

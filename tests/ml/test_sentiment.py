@@ -138,8 +138,8 @@ def test_fast_path_matches_sklearn_pipeline(sentiment) -> None:  # type: ignore[
     texts, _ = load_corpus()
     sample = [*texts[::37][:1000], "!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
     expected = sentiment.pipeline.predict_proba(sample)
-    single = np.vstack([sentiment.probabilities([t]) for t in sample])  # the fast path
-    batch = sentiment.probabilities(sample)  # the vectorised path
+    single = np.vstack([sentiment.probabilities([t]) for t in sample])  # one at a time
+    batch = sentiment.probabilities(sample)  # one gather for all
     assert np.abs(single - expected).max() < 1e-9
     assert np.abs(batch - expected).max() < 1e-9
 
@@ -153,9 +153,9 @@ def test_scorer_terms_add_up_to_the_pipelines_logits(sentiment) -> None:  # type
               "a a a a", "sooooo goooood!!! :)"]
     expected = sentiment.pipeline.decision_function(sample)
     scorer = sentiment.scorer
-    assert np.abs(scorer.logits_many(sample) - expected).max() < 1e-9
+    assert np.abs(np.array(scorer.logits(sample)) - expected).max() < 1e-9
     for row, text in enumerate(sample):
-        assert np.abs(np.array(scorer.logits(text)) - expected[row]).max() < 1e-9
+        assert np.abs(np.array(scorer.logits([text])[0]) - expected[row]).max() < 1e-9
         names, contributions = scorer.terms(text)
         assert len(names) == len(contributions) == len(set(names))
         assert np.abs(contributions.sum(axis=0) + scorer.intercept - expected[row]).max() < 1e-9
@@ -195,13 +195,16 @@ def test_text_without_known_words_gets_the_prior(sentiment) -> None:  # type: ig
     prior = exp / exp.sum()
     # a prior far from uniform, so that answering anything else is caught
     assert prior.max() - prior.min() > 0.05
-    # one text takes the fast path, a hundred the vectorised one
+    # explained, alone and in a batch with texts that have words (so the shared gather
+    # must leave the empty one out), and plain
     for result in (sentiment.predict_one(text, detailed=True),
-                   *sentiment.classify([text] * 100, detailed=True)):
-        assert result.sentiment == LABELS[int(np.argmax(prior))]
-        shares = msgspec.structs.asdict(result.probabilities)
-        assert [shares[label] for label in LABELS] == pytest.approx(prior.tolist(), abs=1e-12)
+                   *sentiment.classify([text] * 3, detailed=True)):
         assert result.terms == ()
+    mixed = sentiment.probabilities([text, "great fun", text, "awful", text])
+    assert np.abs(mixed[0::2] - prior).max() < 1e-12
+    for result in (sentiment.predict_one(text, detailed=True), sentiment.predict_one(text)):
+        assert result.sentiment == LABELS[int(np.argmax(prior))]
+        assert result.confidence == pytest.approx(prior.max(), abs=1e-12)
 
 
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
