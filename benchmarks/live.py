@@ -197,7 +197,8 @@ def _execute(run: LiveRun, registry: Registry, engine: Engine | None) -> None:
                     call, items = inputs["call"]
                     run.results[path] = inprocess_load(call, items, concurrency=run.concurrency,
                                                        requests=10**9, seconds=run.seconds,
-                                                       on_sample=on_sample, stop=run.stopping)
+                                                       on_sample=on_sample, stop=run.stopping,
+                                                       yield_between=True)
                 else:
                     url = run.base_url if path == "http" else hop_url
                     if url is None:
