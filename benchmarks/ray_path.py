@@ -19,18 +19,16 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from functools import partial
 from pathlib import Path
 from typing import Any
 
-import httpx
 import psutil
 
 from benchmarks.load import http_load
 from benchmarks.machine import machine_info
-from benchmarks.services import ROOT, Server, free_port, running
+from benchmarks.services import ROOT, Server, free_port, running, wait_ready
 from ml.config import Settings
 
 RESULTS = Path(__file__).resolve().parent / "results"
@@ -62,17 +60,7 @@ def serving(env: Mapping[str, str], log_dir: Path, ready_timeout: float = 300.0
             start_new_session=True)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"the cluster exited early:\n{log.read_text()[-3000:]}")
-            with contextlib.suppress(httpx.HTTPError):
-                if httpx.get(f"{server.url}/health/ready", timeout=2).status_code == 200:
-                    break
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"the cluster was not ready in {ready_timeout}s:\n"
-                                   f"{log.read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_ready(server, "/health/ready", ready_timeout, interval=0.5, what="the cluster")
         yield server
     finally:
         server.stop(timeout=60.0)

@@ -3,6 +3,7 @@ stop by PID."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import socket
@@ -120,6 +121,27 @@ def command_env(mode: str) -> dict[str, str]:
     return {"FORWARDED_ALLOW_IPS": ""} if mode in ("ui-only", "streamlit-run") else {}
 
 
+def wait_ready(server: Server, probe: str, timeout: float, *, needed: int = 1,
+               interval: float = 0.25, what: str = "server") -> None:
+    """Until `needed` fresh requests in a row to `probe` answer 200; RuntimeError with the
+    log's tail if the process exits first or `timeout` seconds pass."""
+    deadline = time.monotonic() + timeout
+    while True:
+        if server.process.poll() is not None:
+            raise RuntimeError(f"{what} exited early:\n{server.log.read_text()[-3000:]}")
+        ready = 0
+        with contextlib.suppress(httpx.HTTPError):
+            while ready < needed and \
+                    httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
+                ready += 1
+        if ready >= needed:
+            return
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"{what} not ready in {timeout}s:\n"
+                               f"{server.log.read_text()[-3000:]}")
+        time.sleep(interval)
+
+
 @contextmanager
 def running(mode: str, env: Mapping[str, str], log_dir: Path,
             ready_timeout: float = 180.0, cpus: str | None = None) -> Iterator[Server]:
@@ -134,27 +156,9 @@ def running(mode: str, env: Mapping[str, str], log_dir: Path,
                                    stderr=subprocess.STDOUT)
     server = Server(process, f"http://127.0.0.1:{port}", log)
     try:
-        deadline = time.monotonic() + ready_timeout
-        while True:
-            if process.poll() is not None:
-                raise RuntimeError(f"server exited early:\n{log.read_text()[-3000:]}")
-            probe = {"ui-only": "/_stcore/health", "floor": "/"}.get(mode, "/health/ready")
-            # several workers share the port: wait until fresh connections keep finding
-            # ready ones
-            needed = 20 if mode.startswith("api-workers-") else 1
-            try:
-                ready = 0
-                while ready < needed and \
-                        httpx.get(f"{server.url}{probe}", timeout=2).status_code == 200:
-                    ready += 1
-                if ready >= needed:
-                    break
-            except httpx.HTTPError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"server not ready in {ready_timeout}s:\n"
-                                   f"{log.read_text()[-3000:]}")
-            time.sleep(0.25)
+        # several workers share the port: wait until fresh connections keep finding ready ones
+        wait_ready(server, {"ui-only": "/_stcore/health", "floor": "/"}.get(mode, "/health/ready"),
+                   ready_timeout, needed=20 if mode.startswith("api-workers-") else 1)
         yield server
     finally:
         server.stop()
