@@ -56,6 +56,7 @@ LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars;
           "left in the rain'), negated verbs ('did not enjoy'), double negatives ('not "
           "unhappy'), sarcasm ('oh great, another delay') and words unlike any it saw.")
 
+
 class SentimentOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     detailed: Annotated[bool, msgspec.Meta(
         description="Add class probabilities and the terms that drove the decision.")] = False
@@ -97,8 +98,6 @@ class SentimentResult(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 Item = tuple[str, bool]  # a validated text, and whether the answer is detailed
-
-
 
 
 class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
