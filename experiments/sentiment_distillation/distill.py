@@ -26,6 +26,7 @@ from collections import Counter
 from pathlib import Path
 
 import numpy as np
+import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
@@ -70,8 +71,6 @@ def encoder(work: Path):  # type: ignore[no-untyped-def]
 
 def teacher_model(work: Path):  # type: ignore[no-untyped-def]
     """MiniLM, mean pooling and a linear head over the three classes."""
-    import torch
-
     tok, enc = encoder(work)
 
     class Teacher(torch.nn.Module):
@@ -94,7 +93,6 @@ def teacher(args: argparse.Namespace) -> None:
     """Fine-tune end to end on the validation protocol's training part plus the general
     texts (each 4 times): AdamW 5e-5, 6% warm-up then linear decay, crowd-confidence
     weighted cross-entropy. Prints validation figures after each epoch."""
-    import torch
     from sklearn.metrics import f1_score
 
     torch.set_num_threads(args.threads)
@@ -137,8 +135,6 @@ def teacher(args: argparse.Namespace) -> None:
 def run(tok, model, texts: list[str], vectors: bool = False,  # type: ignore[no-untyped-def]
         batch: int = 256) -> np.ndarray:
     """The teacher's logits (or pooled vectors) for `texts`, in length-sorted batches."""
-    import torch
-
     order = np.argsort([len(t) for t in texts])
     out = []
     with torch.no_grad():
@@ -167,8 +163,6 @@ def augment(text: str, rng: np.random.Generator) -> str:
 def label(args: argparse.Namespace) -> None:
     """The teacher's logits for every training tweet, two augmentations of each, the general
     texts; and its vector of each vocabulary word encoded alone (a negated word as the word)."""
-    import torch
-
     torch.set_num_threads(args.threads)
     s = splits()
     s["x80"], s["gx"] = s["x80"][:args.limit], s["gx"][:args.limit]
@@ -198,7 +192,6 @@ def student(args: argparse.Namespace) -> None:
     started from the teacher's (PCA; a negated word's flipped), trained on the crowd's labels
     (weight alpha) and the teacher's logits (MSE, weight 1 - alpha) of the tweets, the general
     texts and the augmentations; served averaged with the linear model's log-probabilities."""
-    import torch
     from sklearn.decomposition import PCA
     from sklearn.metrics import f1_score
 
@@ -284,27 +277,17 @@ def linear_model(s: dict[str, list], final: bool):  # type: ignore[no-untyped-de
 
 
 def padded(rows: list[list[int]]):  # type: ignore[no-untyped-def]
-    import torch
-
     batch = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
     for r, row in enumerate(rows):
         batch[r, :len(row)] = row
     return torch.tensor(batch), torch.tensor([len(row) for row in rows])
 
 
-def _torch_module():  # type: ignore[no-untyped-def]
-    import torch
-
-    return torch.nn.Module
-
-
-class WordCNNTorch(_torch_module()):  # type: ignore[misc]
+class WordCNNTorch(torch.nn.Module):  # type: ignore[misc]
     """Embedding, one Conv1d per width (padding width - 1), ReLU, max over the text's
     positions, dropout 0.2, linear head."""
 
     def __init__(self, words: int, dim: int, filters: int, widths: tuple[int, ...]) -> None:
-        import torch
-
         super().__init__()
         self.widths = widths
         self.embed = torch.nn.Embedding(words, dim, padding_idx=0)
@@ -314,8 +297,6 @@ class WordCNNTorch(_torch_module()):  # type: ignore[misc]
         self.drop = torch.nn.Dropout(0.2)
 
     def forward(self, batch, lengths):  # type: ignore[no-untyped-def]
-        import torch
-
         x = self.embed(batch).transpose(1, 2)
         pooled = []
         for w, conv in zip(self.widths, self.convs, strict=True):
@@ -368,8 +349,6 @@ class WordCNN:
 
 def check(args: argparse.Namespace) -> None:
     """The numpy student against the torch one (float64), and its cost per text."""
-    import torch
-
     saved = torch.load(args.work / "student.pt")
     model = WordCNNTorch(len(saved["vocab"]) + 1, saved["state"]["embed.weight"].shape[1],
                          saved["state"]["convs.0.weight"].shape[0], (1, 2, 3)).double()
