@@ -146,15 +146,21 @@ def local_cluster(cpus_per_node: float = 1) -> Iterator[LocalCluster]:
 
     assert services.resolve_ip_for_localhost("127.0.0.1") == "127.0.0.1", \
         "Ray was imported before RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 was set"
-    saved = {"PYTHONPATH": os.environ.get("PYTHONPATH")}
-    # the nodes' workers import api, ml and tests from this checkout
+    temp_dir = tempfile.mkdtemp(prefix="rtml-ray-test-")
+    # the nodes' workers import api, ml and tests from this checkout. Cluster() records the
+    # head's address in $RAY_TMPDIR/ray/ray_current_cluster (/tmp/ray by default) whatever
+    # temp_dir it is given, and fails where that folder does not exist, as on a fresh
+    # machine: keep it inside this cluster's own folder.
+    saved = {key: os.environ.get(key) for key in ("PYTHONPATH", "RAY_TMPDIR")}
     os.environ["PYTHONPATH"] = os.pathsep.join(
         p for p in (str(ROOT), saved["PYTHONPATH"] or "") if p)
-    temp_dir = tempfile.mkdtemp(prefix="rtml-ray-test-")
-    cluster = Cluster(initialize_head=True, head_node_args={
-        "num_cpus": cpus_per_node, "node_ip_address": "127.0.0.1",
-        "include_dashboard": False, "temp_dir": temp_dir})
+    os.environ["RAY_TMPDIR"] = temp_dir
+    os.mkdir(os.path.join(temp_dir, "ray"))
+    cluster = None
     try:
+        cluster = Cluster(initialize_head=True, head_node_args={
+            "num_cpus": cpus_per_node, "node_ip_address": "127.0.0.1",
+            "include_dashboard": False, "temp_dir": temp_dir})
         cluster.add_node(num_cpus=cpus_per_node, node_ip_address="127.0.0.1")
         ray.init(address=cluster.address)
         port = free_port()
@@ -167,7 +173,8 @@ def local_cluster(cpus_per_node: float = 1) -> Iterator[LocalCluster]:
                 serve.shutdown()
         finally:
             ray.shutdown()
-            cluster.shutdown()
+            if cluster is not None:
+                cluster.shutdown()
             shutil.rmtree(temp_dir, ignore_errors=True)
             for key, value in saved.items():
                 if value is None:
