@@ -9,6 +9,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
+from playwright.sync_api import expect, sync_playwright
 
 from benchmarks.services import Server, running
 from ml.config import Settings
@@ -31,8 +32,6 @@ def server(one_process_server: Server) -> Server:
 def browser_page(server: Server) -> Iterator[object]:
     need_tool(Path(CHROMIUM).exists(),
               "Debian's chromium is not installed (make test installs it as root)")
-    from playwright.sync_api import sync_playwright
-
     SHOTS.mkdir(parents=True, exist_ok=True)
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(executable_path=CHROMIUM, args=ARGS)
@@ -153,7 +152,8 @@ def test_sentiment_type_and_submit(browser_page, server: Server) -> None:  # typ
     box.fill("What a dreadful ride.")  # edited: the old answer goes on the next run
     page.get_by_text("Sentiment analysis").first.click()
     page.get_by_text("The text changed").wait_for()
-    assert not page.get_by_text("Words that drove the decision").count()
+    # Streamlit keeps the last run's elements, faded, until this run ends: wait for it
+    expect(page.get_by_text("Words that drove the decision")).to_have_count(0, timeout=30_000)
 
 
 def test_sentiment_batch_csv_keeps_its_columns(browser_page, server: Server,  # type: ignore[no-untyped-def]
@@ -214,9 +214,8 @@ def test_image_upload_of_a_non_image_is_explained(browser_page, server: Server, 
     fake.write_bytes(b"this is not an image at all")
     page.locator("input[type=file]").set_input_files(str(fake))
     page.get_by_text("not a supported image").first.wait_for()
-    settle(page)
-    assert not page.get_by_text("Best guess").count()
-    assert not page.get_by_text("espresso").count()
+    expect(page.get_by_text("Best guess")).to_have_count(0, timeout=30_000)
+    expect(page.get_by_text("espresso")).to_have_count(0, timeout=30_000)
 
 
 def test_recommendations_pick_a_household(browser_page, server: Server) -> None:  # type: ignore[no-untyped-def]
