@@ -1,5 +1,6 @@
 """Distilling a fine-tuned MiniLM into a word CNN for the sentiment model: the recipe behind
-the README's fourth round ("What was tried"). Not part of the service: it needs torch and
+the README's fourth round ("What was tried") and the network the service blends in
+(ml/data/sentiment_cnn.npz). The service only loads it: this script needs torch and
 transformers (requirements.txt beside this file) and some 55 minutes on 2 cores.
 
     python experiments/sentiment_distillation/distill.py teacher    # ~35 min
@@ -7,6 +8,7 @@ transformers (requirements.txt beside this file) and some 55 minutes on 2 cores.
     python experiments/sentiment_distillation/distill.py student    # ~15 s: validation figures
     python experiments/sentiment_distillation/distill.py student --final --score-held-out
     python experiments/sentiment_distillation/distill.py check      # numpy path == torch
+    python experiments/sentiment_distillation/distill.py export     # -> ml/data/sentiment_cnn.npz
 
 Protocol (the second and third rounds'): settings are compared on a validation split of the
 served model's training 80% (stratified, seed 7); the held-out 20% is scored once for a
@@ -31,6 +33,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 from ml import sentiment_training as st
+from ml.sentiment_cnn import PATH, WordCNN
 from ml.sentiment_text import tokens
 
 LAB = {label: i for i, label in enumerate(st.LABELS)}
@@ -306,59 +309,20 @@ class WordCNNTorch(torch.nn.Module):
         return self.head(self.drop(torch.cat(pooled, 1)))
 
 
-class WordCNN:
-    """The student without torch: each word's product with every tap of every filter is one
-    table row, so a batch of texts is a gather, shifted adds and a segment max."""
-
-    def __init__(self, vocab: list[str], state: dict[str, np.ndarray],
-                 widths: tuple[int, ...] = (1, 2, 3)) -> None:
-        self.index = {w: i + 1 for i, w in enumerate(vocab)}
-        self.widths = widths
-        convs = [state[f"convs.{i}.weight"] for i in range(len(widths))]  # (F, dim, width)
-        self.filters = convs[0].shape[0]
-        taps = [kernel[:, :, k].T for kernel in convs for k in range(kernel.shape[2])]
-        self.table = state["embed.weight"] @ np.concatenate(taps, axis=1)
-        self.table[0] = 0.0  # padding and unknown words
-        self.bias = np.concatenate([state[f"convs.{i}.bias"] for i in range(len(widths))])
-        self.head_w, self.head_b = state["head.weight"].T, state["head.bias"]
-        self.pad = max(widths) - 1
-
-    def logits(self, docs: list[list[str]]) -> np.ndarray:
-        """Logits of each token list: the texts laid end to end, `pad` zero rows apart."""
-        flat, starts, lengths = [0] * self.pad, [], []
-        for words in docs:
-            ids = [self.index.get(w, 0) for w in words] or [0]
-            starts.append(len(flat))
-            lengths.append(len(ids))
-            flat += ids + [0] * self.pad
-        rows, n, f = self.table[flat], len(flat), self.filters
-        first, end = np.asarray(starts), np.asarray(starts) + np.asarray(lengths)
-        pooled, col = [], 0
-        for w in self.widths:
-            out = rows[:n - w + 1, col:col + f].copy()
-            for k in range(1, w):
-                out += rows[k:n - w + 1 + k, col + k * f:col + (k + 1) * f]
-            col += w * f
-            bounds = np.ravel(np.column_stack([first - (w - 1), end]))
-            if bounds[-1] >= len(out):
-                bounds = bounds[:-1]
-            pooled.append(np.maximum.reduceat(out, bounds, axis=0)[::2])
-        hidden = np.maximum(np.concatenate(pooled, axis=1) + self.bias, 0.0)
-        return hidden @ self.head_w + self.head_b
-
-
 def check(args: argparse.Namespace) -> None:
-    """The numpy student against the torch one (float64), and its cost per text."""
+    """The service's numpy student (ml.sentiment_cnn) against the torch one (float64), and
+    its cost per text."""
     saved = torch.load(args.work / "student.pt")
     model = WordCNNTorch(len(saved["vocab"]) + 1, saved["state"]["embed.weight"].shape[1],
                          saved["state"]["convs.0.weight"].shape[0], (1, 2, 3)).double()
     model.load_state_dict(saved["state"])
     model.eval()
-    fast = WordCNN(saved["vocab"], {k: v.double().numpy() for k, v in saved["state"].items()})
+    fast = WordCNN(saved["vocab"], {k: v.numpy() for k, v in saved["state"].items()})
     docs = [tokens(t) for t in splits()["xte"][:2000]]
-    index = fast.index
     with torch.no_grad():
-        reference = model(*padded([[index.get(w, 0) for w in d] or [0] for d in docs])).numpy()
+        # training's ids: words outside the vocabulary dropped, the padding row if none is left
+        reference = model(*padded([[fast.index[w] for w in d if w in fast.index] or [0]
+                                   for d in docs])).numpy()
     print("largest difference, batch:", float(np.abs(fast.logits(docs) - reference).max()))
     start = time.perf_counter()
     for d in docs:
@@ -368,13 +332,21 @@ def check(args: argparse.Namespace) -> None:
     for i in range(0, len(docs), 32):
         fast.logits(docs[i:i + 32])
     batched = (time.perf_counter() - start) / len(docs) * 1e6
-    print(f"one text {single:.1f} us, batches of 32 {batched:.1f} us a text, "
-          f"table {fast.table.nbytes / 1e6:.1f} MB")
+    print(f"one text {single:.1f} us, batches of 32 {batched:.1f} us a text")
+
+
+def export(args: argparse.Namespace) -> None:
+    """The final student's weights as the service loads them: float32 as trained, the
+    vocabulary one word a line."""
+    saved = torch.load(args.work / "student.pt")
+    np.savez_compressed(args.out, vocab=np.array("\n".join(saved["vocab"])),
+                        **{name: value.numpy() for name, value in saved["state"].items()})
+    print(f"{args.out}: {args.out.stat().st_size / 1e6:.2f} MB")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("step", choices=("teacher", "label", "student", "check"))
+    parser.add_argument("step", choices=("teacher", "label", "student", "check", "export"))
     parser.add_argument("--work", type=Path,
                         default=Path(tempfile.gettempdir()) / "sentiment_distillation")
     parser.add_argument("--threads", type=int, default=2)
@@ -387,12 +359,14 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--final", action="store_true", help="fit on the whole training 80%%")
     parser.add_argument("--score-held-out", action="store_true")
+    parser.add_argument("--out", type=Path, default=PATH, help="export: where to write")
     parser.add_argument("--limit", type=int, default=None,
                         help="teacher and label: only the first N texts (a smoke run)")
     args = parser.parse_args()
     args.work.mkdir(parents=True, exist_ok=True)
     args.epochs = args.epochs or (2 if args.step == "teacher" else 3)
-    {"teacher": teacher, "label": label, "student": student, "check": check}[args.step](args)
+    {"teacher": teacher, "label": label, "student": student, "check": check,
+     "export": export}[args.step](args)
 
 
 if __name__ == "__main__":
