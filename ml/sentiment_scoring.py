@@ -1,7 +1,9 @@
-"""The fitted sentiment pipeline's logits without scikit-learn: each feature block turned into
-logit contributions directly, so a text costs a tokenisation, a few dictionary look-ups and
-its share of one small gather (~30 us, where the pipeline's `predict_proba` takes ~1 ms). The
-same numbers as the pipeline within 1e-9 (tests/ml/test_sentiment.py).
+"""The served sentiment model's logits without scikit-learn: each feature block of the fitted
+pipeline turned into logit contributions directly, so a text costs a tokenisation, a few
+dictionary look-ups and its share of one small gather (~30 us, where the pipeline's
+`predict_proba` takes ~1 ms); then blended with the distilled word CNN's logits
+(ml.sentiment_cnn) on the same tokens. The same numbers as the pipeline and the torch
+network within 1e-9 (tests/ml/test_sentiment.py).
 
 - Word 1-2-grams (TF-IDF, sublinear tf, l2 norm): a table holds each gram's idf-scaled class
   weights and its squared idf, so a text's weighted sum and its norm are one sum of rows; the
@@ -10,6 +12,8 @@ same numbers as the pipeline within 1e-9 (tests/ml/test_sentiment.py).
   times the class weights) is found once and kept, the training words' at load; an unseen
   word's n-grams are summed from a table like the words'.
 - Lexicon: four features times their class weights.
+- The word CNN: averaged with the linear model in log-probabilities, which for a softmax is
+  the average of the two logits (CNN_WEIGHT, chosen on validation tweets).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import FeatureUnion, Pipeline
 
+from ml.sentiment_cnn import BLANK, PHRASE, WordCNN
 from ml.sentiment_text import (
     LEXICON_TERMS,
     LexiconFeatures,
@@ -35,14 +40,17 @@ from ml.sentiment_text import (
 BLOCKS = ("words", "spelling", "lexicon")  # the feature union's steps, in order
 WORDS_CACHED = 1 << 16  # words outside the training vocabulary whose contribution is kept
 SPELLING = "spelling: "  # prefix of a word's spelling in explanations
+CNN_WEIGHT = 0.5  # the word CNN's share of the blended logits
 
 Logits = tuple[float, float, float]
 
 
 class Scorer:
-    """Logits, and per-term contributions for explanations, of a fitted pipeline."""
+    """Logits, and per-term contributions for explanations, of a fitted pipeline blended
+    with a word CNN (none: the pipeline alone)."""
 
-    def __init__(self, pipeline: Pipeline) -> None:
+    def __init__(self, pipeline: Pipeline, cnn: WordCNN | None = None,
+                 cnn_weight: float = CNN_WEIGHT) -> None:
         union: FeatureUnion = pipeline.named_steps["features"]
         clf: LogisticRegression = pipeline.named_steps["clf"]
         steps = dict(union.transformer_list)
@@ -57,7 +65,13 @@ class Scorer:
         if coef.shape[0] != sizes[-1] + len(LEXICON_TERMS):
             raise ValueError(f"{coef.shape[0]} weights for {sizes[-1] + 4} features")
         word_coef, spelling_coef, lexicon_coef = np.split(coef, sizes)
-        self.intercept: Logits = tuple(clf.intercept_.tolist())  # type: ignore[assignment]
+        self.linear_intercept: Logits = tuple(clf.intercept_.tolist())  # type: ignore[assignment]
+        self.cnn = cnn
+        self.mix = (1.0 - cnn_weight, cnn_weight) if cnn is not None else (1.0, 0.0)
+        # the blended model's intercept: its terms (`terms`) plus this are its logits
+        self.intercept: Logits = tuple((  # type: ignore[assignment]
+            self.mix[0] * np.asarray(self.linear_intercept)
+            + (self.mix[1] * cnn.intercept if cnn is not None else 0.0)).tolist())
         # words: the vocabulary, and per gram [idf * weights of each class, idf^2]
         self.vocab: dict[str, int] = words.vocabulary_
         self.grams = np.array(words.get_feature_names_out(), dtype=object)
@@ -78,14 +92,14 @@ class Scorer:
                                            (lexicon_coef * lexicon.scale).tolist()]
 
     def logits(self, texts: Sequence[str]) -> list[Logits]:
-        """The classifier's logits for each text."""
+        """The blended model's logits for each text."""
         words = [tokens(text) for text in texts]
         found = [self._gram_ids(w) for w in words]
         out: list[Logits] = []
         known, spell = self.known.get, self._spell
         for text, tokenised, sums in zip(texts, words, row_sums(self.word_table, found),
                                          strict=True):
-            z0, z1, z2 = self.intercept
+            z0, z1, z2 = self.linear_intercept
             if sums is not None:
                 a, b, c, square = sums
                 norm = math.sqrt(square)
@@ -103,11 +117,17 @@ class Scorer:
                 if value:
                     z0, z1, z2 = z0 + value * a, z1 + value * b, z2 + value * c
             out.append((z0, z1, z2))
-        return out
+        if self.cnn is None:
+            return out
+        h, w = self.mix
+        return [(h * a + w * x, h * b + w * y, h * c + w * z)
+                for (a, b, c), (x, y, z) in zip(out, self.cnn.logits(words).tolist(),
+                                                strict=True)]
 
     def terms(self, text: str) -> tuple[list[str], np.ndarray]:
-        """Each term of `text` (word gram, a word's spelling, lexicon feature) and its logit
-        contribution per class, one row each: with the intercept they sum to `logits`."""
+        """Each term of `text` (word gram, a word's spelling, lexicon feature; a phrase that
+        the word CNN's filters picked) and its logit contribution per class, one row each:
+        with the intercept they sum to `logits`."""
         words = tokens(text)
         names: list[str] = []
         rows: list[np.ndarray] = []
@@ -136,7 +156,15 @@ class Scorer:
         names += [LEXICON_TERMS[i] for i in rated]
         rows.append(np.array([[lexicon[i] * w for w in self.lexicon_coef[i]] for i in rated]
                              ).reshape(-1, 3))
-        return names, np.vstack(rows)
+        linear = np.vstack(rows) * self.mix[0]
+        if self.cnn is None:
+            return names, linear
+        phrases: dict[str, np.ndarray] = {}  # the filters that picked the same phrase, summed
+        for window in self.cnn.strongest(words):
+            name = PHRASE + " ".join(window.words) if window.words else BLANK
+            phrases[name] = phrases.get(name, np.zeros(3)) + window.logits
+        names += list(phrases)
+        return names, np.vstack([linear, *(v * self.mix[1] for v in phrases.values())])
 
     # -- internals ------------------------------------------------------------------------
     def _gram_ids(self, words: list[str]) -> list[int]:

@@ -7,6 +7,7 @@ import streamlit as st
 
 from ml.samples import TEXTS
 from ml.sentiment import SentimentOptions, SentimentQuery, SentimentResult
+from ml.sentiment_cnn import BLANK, PHRASE
 from ml.sentiment_scoring import SPELLING
 from views.shared import (
     MAX_CSV_ROWS,
@@ -52,18 +53,21 @@ def show(result: SentimentResult, ms: float) -> None:
         y=alt.Y("class:N", sort=CLASSES),
         color=alt.Color("class:N", scale=CLASS_COLOURS, legend=None)), width="stretch")
     st.markdown("**Words that drove the decision**")
-    if not any(ch.isalnum() for term in result.terms or ()
-               for ch in term.term.removeprefix(SPELLING)):
+    # the word CNN's answer to a text without a word it knows belongs with the prior
+    seen = [term for term in result.terms or () if term.term != BLANK]
+    if not any(ch.isalnum() for term in seen
+               for ch in term.term.removeprefix(SPELLING).removeprefix(PHRASE)):
         st.info("No words the model knows were found in this text: unseen words count only "
                 "through their letter groups and emoji without a rating not at all, so the "
                 "answer rests on "
-                + ("punctuation alone." if result.terms else "the model's prior alone."),
+                + ("punctuation alone." if seen else "the model's prior alone."),
                 icon=":material/help:")
     if not result.terms:
         return
     st.caption("Each bar is a word or word pair of the text, a word's spelling (its letter "
-               "groups, which carry over to words the model never saw) or a lexicon score of "
-               "rated words: how far it pushed the answer toward positive (green, right) or "
+               "groups, which carry over to words the model never saw), a lexicon score of "
+               "rated words, or a phrase of up to three words that the word CNN's filters "
+               "picked: how far it pushed the answer toward positive (green, right) or "
                "toward negative (red, left).")
     terms = pd.DataFrame([(t.term, t.toward_positive) for t in result.terms],
                          columns=["term", "push"])
