@@ -74,20 +74,28 @@ class WordCNN:
         return [i for i in map(get, words) if i is not None] or self.nothing
 
     def logits(self, docs: Sequence[Sequence[str]]) -> np.ndarray:
-        """(texts, 3) logits of token lists: the texts laid end to end, each between two
-        padding rows and two end rows, one gather for all of them."""
+        """(texts, 3) logits of token lists."""
+        out: np.ndarray = np.array(self.scores(docs)).reshape(-1, 3) + self.intercept
+        return out
+
+    def scores(self, docs: Sequence[Sequence[str]]) -> list[list[float]]:
+        """The logits of token lists less the head's intercept (the serving path adds it
+        where it adds its own): the texts laid end to end, each between two padding rows
+        and two end rows, one gather for all of them."""
         ids: list[int] = []
         starts: list[int] = []
         for words in docs:
             starts.append(len(ids))
             ids += [0, 0, *self.ids(words), *self.end]
         pooled = self._windows(ids)
-        if len(docs) == 1:
-            hidden = pooled.max(axis=0, keepdims=True)
-        else:  # a segment's last two windows straddle the next text: all zeros, harmless
-            hidden = np.maximum.reduceat(pooled, starts, axis=0)
+        if len(docs) == 1:  # the hot path: a vector, not a one-row matrix
+            hidden = pooled.max(axis=0)
+            np.maximum(hidden, 0.0, out=hidden)
+            return [(hidden @ self.head).tolist()]
+        # a segment's last two windows straddle the next text: all zeros, harmless
+        hidden = np.maximum.reduceat(pooled, starts, axis=0)
         np.maximum(hidden, 0.0, out=hidden)
-        out: np.ndarray = hidden @ self.head + self.intercept
+        out: list[list[float]] = (hidden @ self.head).tolist()
         return out
 
     def strongest(self, words: Sequence[str]) -> list[Window]:

@@ -68,10 +68,12 @@ class Scorer:
         self.linear_intercept: Logits = tuple(clf.intercept_.tolist())  # type: ignore[assignment]
         self.cnn = cnn
         self.mix = (1.0 - cnn_weight, cnn_weight) if cnn is not None else (1.0, 0.0)
+        self.cnn_intercept: Logits = tuple(  # type: ignore[assignment]
+            (cnn_weight * cnn.intercept).tolist() if cnn is not None else (0.0, 0.0, 0.0))
         # the blended model's intercept: its terms (`terms`) plus this are its logits
-        self.intercept: Logits = tuple((  # type: ignore[assignment]
-            self.mix[0] * np.asarray(self.linear_intercept)
-            + (self.mix[1] * cnn.intercept if cnn is not None else 0.0)).tolist())
+        self.intercept: Logits = tuple(  # type: ignore[assignment]
+            self.mix[0] * a + c
+            for a, c in zip(self.linear_intercept, self.cnn_intercept, strict=True))
         # words: the vocabulary, and per gram [idf * weights of each class, idf^2]
         self.vocab: dict[str, int] = words.vocabulary_
         self.grams = np.array(words.get_feature_names_out(), dtype=object)
@@ -120,9 +122,9 @@ class Scorer:
         if self.cnn is None:
             return out
         h, w = self.mix
-        return [(h * a + w * x, h * b + w * y, h * c + w * z)
-                for (a, b, c), (x, y, z) in zip(out, self.cnn.logits(words).tolist(),
-                                                strict=True)]
+        i, j, k = self.cnn_intercept
+        return [(h * a + w * x + i, h * b + w * y + j, h * c + w * z + k)
+                for (a, b, c), (x, y, z) in zip(out, self.cnn.scores(words), strict=True)]
 
     def terms(self, text: str) -> tuple[list[str], np.ndarray]:
         """Each term of `text` (word gram, a word's spelling, lexicon feature; a phrase that
