@@ -298,10 +298,12 @@ def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
     checks = CHECKS_PATH if CHECKS_PATH.is_file() else None
     inputs = [path, GENERAL_PATH, vader_lexicon_path(), CNN_PATH,
               *([checks] if checks else [])]
-    key = (f"{file_digest(*inputs)}:{CODE_VERSION}:sklearn-{sklearn.__version__}"
-           f":cnn-{settings.sentiment_cnn}")  # the evaluation is the served model's
+    key = f"{file_digest(*inputs)}:{CODE_VERSION}:sklearn-{sklearn.__version__}"
     cnn = WordCNN.load() if settings.sentiment_cnn else None
-    trained = store.get_or_build(NAME, key, lambda: train(
+    # the evaluation is the served model's: each variant keeps its own artifact, so that
+    # servers of both that share a cache never rebuild each other's
+    name = NAME if cnn else f"{NAME}-linear"
+    trained = store.get_or_build(name, key, lambda: train(
         *load_corpus(path), load_labelled(GENERAL_PATH),
         load_labelled(checks) if checks else None, load_confidence(path), cnn))
     return SentimentModel(trained, cnn=cnn, max_chars=settings.max_text_chars,

@@ -219,8 +219,11 @@ def test_without_the_word_cnn_the_pipeline_serves_alone(sentiment, settings: Set
         return TrainedSentiment(sentiment.pipeline, sentiment.evaluation)
 
     monkeypatch.setattr("ml.sentiment.train", train)
-    alone = build(replace(settings, sentiment_cnn=False), ArtifactStore(tmp_path))
+    store = ArtifactStore(tmp_path)
+    alone = build(replace(settings, sentiment_cnn=False), store)
     assert given == [None] and alone.scorer.cnn is None
+    # its own artifact: servers of both kinds on one cache never rebuild each other's
+    assert store.path("sentiment-linear").is_file() and not store.path("sentiment").exists()
     assert "CNN" not in alone.info()["architecture"]
     texts, _ = load_corpus()
     sample = [*texts[::211][:150], "not bad at all", "ᚠᚢᚦ"]
