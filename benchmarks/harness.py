@@ -312,9 +312,6 @@ def targets(results: dict[str, Any]) -> list[dict[str, Any]]:
     value = one.get("rps_over_floor")
     add("sentiment c=32 requests/s, one process (every feature on) / HTTP floor", value,
         ">= 0.20", None if value is None else value >= 0.20)
-    value = floor.get("no-word-cnn", {}).get("rps_over_floor")
-    add("the same, sentiment without its word CNN (the model the floor target was set with)",
-        value, ">= 0.20", None if value is None else value >= 0.20)
     value = one.get("p50_over_floor")
     add("sentiment c=1 p50, one process / HTTP floor", value, "<= 2.5",
         None if value is None else value <= 2.5)

@@ -58,13 +58,12 @@ CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
                   "one process, model on its batcher thread (no loop batching)"),
     "no-batching": ("one-process", {"ML_BATCHING": "false"},
                     "one process, no batching at all (a thread per call)"),
-    "no-word-cnn": ("one-process", {"ML_SENTIMENT_CNN": "false"},
-                    "one process, sentiment without its word CNN (the linear model alone)"),
+    "word-cnn": ("one-process", {"ML_SENTIMENT_CNN": "true"},
+                 "one process, sentiment blended with its word CNN (opt-in)"),
     "v2": ("one-process", {}, "the same server, V2 /v2/models/sentiment/infer, one text"),
     "v2-batch": ("one-process", {}, "the same server, V2, 8 texts per request"),
 }
-FEATURES = ("no-auth", "no-rate-limit", "no-access-log", "no-inline", "no-batching",
-            "no-word-cnn")
+FEATURES = ("no-auth", "no-rate-limit", "no-access-log", "no-inline", "no-batching")
 V2_ROUTE = "/v2/models/sentiment/infer"
 TEXT = "what a lovely day, I really enjoyed the film and the music"
 V2_BATCH = 8

