@@ -29,6 +29,7 @@ CLASSES = ["positive", "neutral", "negative"]
 CLASS_COLOURS = alt.Scale(domain=CLASSES, range=["#16a34a", "#94a3b8", "#dc2626"])
 PUSH_COLOURS = alt.Scale(domain=["toward positive", "toward negative"],
                          range=["#16a34a", "#dc2626"])
+TERM_LABEL_PX = 400  # room for the longest term names (phrases, spellings)
 
 
 def analyse(text: str) -> None:
@@ -75,7 +76,7 @@ def show(result: SentimentResult, ms: float) -> None:
                           for v in terms["push"]]
     st.altair_chart(alt.Chart(terms).mark_bar().encode(
         x=alt.X("push:Q", title="push toward negative (-) or positive (+)"),
-        y=alt.Y("term:N", sort="-x", title=None),
+        y=alt.Y("term:N", sort="-x", title=None, axis=alt.Axis(labelLimit=TERM_LABEL_PX)),
         color=alt.Color("direction:N", scale=PUSH_COLOURS,
                         legend=alt.Legend(title=None, orient="bottom")),
         tooltip=["term", alt.Tooltip("push:Q", format="+.3f")]), width="stretch")

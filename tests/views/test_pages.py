@@ -88,6 +88,8 @@ def test_sentiment_single_text() -> None:
     [chart] = [c for c in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")
                if "toward positive" in str(c.proto)][:1] or [None]
     assert chart is not None  # the signed chart with its legend
+    # term names are not cut at Vega-Lite's default 180 px (a phrase of three words is not)
+    assert '"labelLimit":400' in str(chart.proto.spec).replace(" ", "")
 
 
 def test_sentiment_typing_alone_does_not_predict() -> None:
