@@ -59,6 +59,7 @@ class WordCNN:
         self.intercept = np.asarray(weights["head.bias"], dtype=np.float64)
         self.nothing = [embed.shape[0]]  # a text without a known word: one blank token
         self.end = [embed.shape[0] + 1, embed.shape[0] + 2]  # the two rows after a text
+        self.tail = [*self.end, 0]  # and a padding row: its window is zeros (the ReLU)
         self.width_of = np.repeat(WIDTHS, f)  # each pooled column's window width
 
     @classmethod
@@ -81,20 +82,20 @@ class WordCNN:
     def scores(self, docs: Sequence[Sequence[str]]) -> list[list[float]]:
         """The logits of token lists less the head's intercept (the serving path adds it
         where it adds its own): the texts laid end to end, each between two padding rows
-        and two end rows, one gather for all of them."""
+        and its two end rows and a padding row, one gather for all of them. The window that
+        ends on that last padding row is all zeros, so the maximum over a text's windows is
+        already the ReLU of the maximum."""
+        if len(docs) == 1:  # the hot path: one text's windows, a vector, no segments
+            pooled = np.maximum.reduce(self._windows([0, 0, *self.ids(docs[0]), *self.tail]),
+                                       axis=0)
+            return [(pooled @ self.head).tolist()]
         ids: list[int] = []
         starts: list[int] = []
         for words in docs:
             starts.append(len(ids))
-            ids += [0, 0, *self.ids(words), *self.end]
-        pooled = self._windows(ids)
-        if len(docs) == 1:  # the hot path: a vector, not a one-row matrix
-            hidden = pooled.max(axis=0)
-            np.maximum(hidden, 0.0, out=hidden)
-            return [(hidden @ self.head).tolist()]
-        # a segment's last two windows straddle the next text: all zeros, harmless
-        hidden = np.maximum.reduceat(pooled, starts, axis=0)
-        np.maximum(hidden, 0.0, out=hidden)
+            ids += [0, 0, *self.ids(words), *self.tail]
+        # a segment's last two windows straddle the next text's padding: zeros too
+        hidden = np.maximum.reduceat(self._windows(ids), starts, axis=0)
         out: list[list[float]] = (hidden @ self.head).tolist()
         return out
 

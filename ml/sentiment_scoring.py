@@ -197,16 +197,21 @@ def weighted_rows(coef: np.ndarray, idf: np.ndarray) -> np.ndarray:
 def row_sums(table: np.ndarray, found: Sequence[list[int]]) -> list[list[float] | None]:
     """For each list of term ids, the sum of its terms' `weighted_rows`, each term weighing
     1 + log(its count) (sublinear tf); None for an empty list. One gather for all lists."""
+    if len(found) == 1:  # the hot path: one text, no segments
+        ids = found[0]
+        if not ids:
+            return [None]
+        total: list[float] = np.add.reduce(table.take(ids, axis=0), axis=0).tolist()
+        if len(set(ids)) < len(ids):
+            _sublinear(table, ids, total)
+        return [total]
     taken = [k for k, ids in enumerate(found) if ids]
     out: list[list[float] | None] = [None] * len(found)
     if not taken:
         return out
     rows = table.take(list(chain.from_iterable(found[k] for k in taken)), axis=0)
-    if len(taken) == 1:
-        sums: list[list[float]] = [np.add.reduce(rows, axis=0).tolist()]
-    else:
-        starts = list(accumulate((len(found[k]) for k in taken[:-1]), initial=0))
-        sums = np.add.reduceat(rows, starts, axis=0).tolist()
+    starts = list(accumulate((len(found[k]) for k in taken[:-1]), initial=0))
+    sums: list[list[float]] = np.add.reduceat(rows, starts, axis=0).tolist()
     for k, total in zip(taken, sums, strict=True):
         ids = found[k]
         if len(set(ids)) < len(ids):  # a repeated term weighs 1 + log n, not n: correct it

@@ -17,7 +17,7 @@ import re
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from functools import cache
+from functools import cache, cached_property
 from itertools import chain, pairwise
 from pathlib import Path
 
@@ -119,35 +119,42 @@ class Lexicon:
                 emoji[symbol] = sum(rated) / len(rated)
         return cls(valence={**valence, **emoji}, boosters=dict(vader.BOOSTER_DICT))
 
+    @cached_property
+    def rated(self) -> dict[str, tuple[float, bool]]:
+        """Each token with a valence, as the tokenizer gives it: a rated word's valence and
+        False, and the same word inside a negation's scope ('not_' + word) with True."""
+        rated = {w: (v, False) for w, v in self.valence.items() if v != 0.0}
+        rated.update({NEGATED + w: (v, True) for w, v in self.valence.items() if v != 0.0})
+        return rated
+
     def features(self, words: Sequence[str]) -> list[float]:
         """[positive, negative, compound, rated]: the sums of positive and of negative
         valences (negation flips and shrinks a word, a booster scales it, words before 'but'
         count half), their VADER compound in (-1, 1), and whether any word was rated."""
-        valence, boosters = self.valence, self.boosters
+        rated, boosters = self.rated.get, self.boosters
         turn = _last(words, "but")
         positive = negative = 0.0
-        rated = 0.0
-        previous = ""
+        any_rated = 0.0
         for i, word in enumerate(words):
-            negated = word.startswith(NEGATED)
-            base = word[len(NEGATED):] if negated else word
-            value = valence.get(base)
-            if value is not None and value != 0.0:
-                boost = boosters.get(previous.removeprefix(NEGATED))
+            found = rated(word)
+            if found is None:  # most words: one look-up
+                continue
+            value, negated = found
+            if i:
+                boost = boosters.get(words[i - 1].removeprefix(NEGATED))
                 if boost is not None:
                     value += math.copysign(boost, value)
-                if negated:
-                    value *= N_SCALAR
-                if turn >= 0:
-                    value *= BEFORE_BUT if i < turn else AFTER_BUT
-                if value > 0:
-                    positive += value
-                else:
-                    negative -= value
-                rated = 1.0
-            previous = word
+            if negated:
+                value *= N_SCALAR
+            if turn >= 0:
+                value *= BEFORE_BUT if i < turn else AFTER_BUT
+            if value > 0:
+                positive += value
+            else:
+                negative -= value
+            any_rated = 1.0
         total = positive - negative
-        return [positive, negative, total / math.sqrt(total * total + ALPHA), rated]
+        return [positive, negative, total / math.sqrt(total * total + ALPHA), any_rated]
 
 
 def _last(words: Sequence[str], word: str) -> int:
