@@ -24,6 +24,8 @@ st.title("Sentiment analysis")
 sentiment = model("sentiment")
 if sentiment is None:
     st.stop()
+# served blended with the word CNN (ML_SENTIMENT_CNN=true): its phrases are terms too
+BLENDED = getattr(getattr(sentiment, "scorer", None), "cnn", None) is not None
 
 CLASSES = ["positive", "neutral", "negative"]
 CLASS_COLOURS = alt.Scale(domain=CLASSES, range=["#16a34a", "#94a3b8", "#dc2626"])
@@ -66,10 +68,12 @@ def show(result: SentimentResult, ms: float) -> None:
     if not result.terms:
         return
     st.caption("Each bar is a word or word pair of the text, a word's spelling (its letter "
-               "groups, which carry over to words the model never saw), a lexicon score of "
-               "rated words, or a phrase of up to three words that the word CNN's filters "
-               "picked: how far it pushed the answer toward positive (green, right) or "
-               "toward negative (red, left).")
+               "groups, which carry over to words the model never saw), "
+               + ("a lexicon score of rated words, or a phrase of up to three words that the "
+                  "word CNN's filters picked" if BLENDED else "or a lexicon score of rated "
+                  "words")
+               + ": how far it pushed the answer toward positive (green, right) or toward "
+               "negative (red, left).")
     terms = pd.DataFrame([(t.term, t.toward_positive) for t in result.terms],
                          columns=["term", "push"])
     terms["direction"] = ["toward positive" if v > 0 else "toward negative"

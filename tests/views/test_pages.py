@@ -85,6 +85,7 @@ def test_sentiment_single_text() -> None:
     assert "Confidence" in text and "in-process" in text
     assert "Words that drove the decision" in text
     assert "toward positive (green, right) or toward negative (red, left)" in text
+    assert "word CNN" not in text  # the default serves the linear model alone: no phrases
     [chart] = [c for c in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")
                if "toward positive" in str(c.proto)][:1] or [None]
     assert chart is not None  # the signed chart with its legend
