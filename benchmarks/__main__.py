@@ -106,6 +106,8 @@ def run_pinned(args: argparse.Namespace) -> int:
 def render(results: dict) -> str:  # type: ignore[type-arg]
     """A readable table of the in-process p50/p99 figures."""
     rows = [("sentiment single text (fast path)", results["sentiment"]["single_text"]),
+            ("sentiment single text, first sight of its words",
+             results["sentiment"]["single_text_first_sight"]),
             ("sentiment single text (sklearn pipeline)",
              results["sentiment"]["sklearn_pipeline_single_text"]),
             ("sentiment batch of 1000 texts", results["sentiment"]["batch_1000_texts"])]

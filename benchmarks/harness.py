@@ -180,17 +180,20 @@ def run(plan: Plan, settings: Settings | None = None,
                 for concurrency in plan.levels(heavy):
                     count = plan.requests_at_one(heavy) if concurrency == 1 else 10**9
                     seconds = 120.0 if concurrency == 1 else plan.seconds_high(heavy)
+                    # warm: one pass over the distinct inputs (at most `count`), so that
+                    # every level measures the steady state, the words of every text seen
                     if path == "in-process":
                         call, items = inputs.call(model)
                         inprocess_load(call, items, concurrency=concurrency,
-                                       requests=min(count, 20))  # warm this shape
+                                       requests=min(count, len(inputs.bodies(model))))
                         result = inprocess_load(call, items, concurrency=concurrency,
                                                 requests=count, seconds=seconds)
                     else:
                         url = servers[path]
                         route = f"/api/predict/{model}"
                         bodies = inputs.bodies(model)
-                        http_load(url, route, bodies, concurrency=concurrency, requests=20)
+                        http_load(url, route, bodies, concurrency=concurrency,
+                                  requests=min(count, len(bodies)))
                         result = http_load(url, route, bodies, concurrency=concurrency,
                                            requests=count, seconds=seconds)
                     per_model[f"c{concurrency}"] = figures(result)

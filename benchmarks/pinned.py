@@ -58,8 +58,12 @@ CONFIGS: dict[str, tuple[str, dict[str, str], str]] = {
                   "one process, model on its batcher thread (no loop batching)"),
     "no-batching": ("one-process", {"ML_BATCHING": "false"},
                     "one process, no batching at all (a thread per call)"),
-    "word-cnn": ("one-process", {"ML_SENTIMENT_CNN": "true"},
-                 "one process, sentiment blended with its word CNN (opt-in)"),
+    "linear": ("one-process", {"ML_SENTIMENT_CNN": "false"},
+               "one process, the linear sentiment model alone (word CNN off)"),
+    "tweets": ("one-process", {}, "one process, 2,000 distinct tweets (the word CNN runs "
+               "for the texts the linear model is unsure of)"),
+    "tweets-linear": ("one-process", {"ML_SENTIMENT_CNN": "false"},
+                      "the linear model alone, the same 2,000 tweets"),
     "v2": ("one-process", {}, "the same server, V2 /v2/models/sentiment/infer, one text"),
     "v2-batch": ("one-process", {}, "the same server, V2, 8 texts per request"),
 }
@@ -67,6 +71,7 @@ FEATURES = ("no-auth", "no-rate-limit", "no-access-log", "no-inline", "no-batchi
 V2_ROUTE = "/v2/models/sentiment/infer"
 TEXT = "what a lovely day, I really enjoyed the film and the music"
 V2_BATCH = 8
+TWEETS = ("tweets", "tweets-linear")  # configurations that POST distinct tweets to ROUTE
 # name: (route, body, texts per request) where a configuration sends other than BODY to ROUTE
 REQUESTS: dict[str, tuple[str, bytes, int]] = {
     "v2": (V2_ROUTE, json.dumps({"inputs": [{"name": "text", "shape": [1],
@@ -100,14 +105,30 @@ def settle(server: Server, timeout_s: float = 5.0) -> None:
             return
 
 
+def tweet_bodies(count: int = 2000) -> list[bytes]:
+    """Bodies of `count` distinct corpus tweets, as the harness sends them (the sentiment
+    model's workload)."""
+    from ml.sentiment import workload_texts
+
+    return [json.dumps({"text": text}).encode() for text in workload_texts(count)]
+
+
+def sent(name: str, tweets: list[bytes]) -> tuple[str, list[bytes]]:
+    """The route and the bodies (cycled) that configuration `name` sends."""
+    if name in TWEETS:
+        return ROUTE, tweets
+    route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
+    return route, [body]
+
+
 def measure(server: Server, seconds: float, headers: dict[str, str], route: str = ROUTE,
-            body: bytes = BODY) -> dict[str, Any]:
+            bodies: tuple[bytes, ...] | list[bytes] = (BODY,)) -> dict[str, Any]:
     """Throughput and tail at concurrency 32, CPU per request, and p50 at concurrency 1."""
     before = cpu_seconds(server)
-    high = wrk_load(server.url, route, [body], concurrency=32, seconds=seconds,
+    high = wrk_load(server.url, route, bodies, concurrency=32, seconds=seconds,
                     headers=headers, cpus=CLIENT_CPU)
     used = cpu_seconds(server) - before
-    one = wrk_load(server.url, route, [body], concurrency=1, seconds=max(1.0, seconds / 2),
+    one = wrk_load(server.url, route, bodies, concurrency=1, seconds=max(1.0, seconds / 2),
                    headers=headers, cpus=CLIENT_CPU)
     return {"rps": high["throughput_rps"], "p99_ms": high["p99_ms"],
             "errors": high["errors"] + one["errors"],
@@ -134,14 +155,15 @@ def run(settings: Settings, *, quick: bool = False,
                 started[key] = stack.enter_context(running(mode, full, Path(logs),
                                                            cpus=SERVER_CPU))
             servers[name] = started[key]
+        tweets = tweet_bodies() if set(TWEETS) & set(configs) else []
         for name, server in servers.items():  # warm: connections, caches, inline decision
-            route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
-            wrk_load(server.url, route, [body], concurrency=32, seconds=1, headers=headers,
+            route, bodies = sent(name, tweets)
+            wrk_load(server.url, route, bodies, concurrency=32, seconds=1, headers=headers,
                      cpus=CLIENT_CPU)
         for round_ in range(rounds):
             for name, server in servers.items():
-                route, body, _ = REQUESTS.get(name, (ROUTE, BODY, 1))
-                result = measure(server, seconds, headers, route, body)
+                route, bodies = sent(name, tweets)
+                result = measure(server, seconds, headers, route, bodies)
                 settle(server)  # its after-work (closing 32 connections...) not on the next
                 runs[name].append(result)
                 progress(f"pinned {name:<14} round {round_ + 1}: {result['rps']:9.1f} req/s "

@@ -122,9 +122,9 @@ class Settings(EnvSettings):
         "name=package.module:build for a local module (empty: every built-in and installed "
         "model).")
     sentiment_cnn: bool = setting(
-        False, "ML_SENTIMENT_CNN", "Blend the sentiment model with its distilled word CNN: "
-        "1.5 points more in-domain accuracy for ~60% more model time a text (off: the "
-        "linear model alone).")
+        True, "ML_SENTIMENT_CNN", "Blend the sentiment model with its distilled word CNN for "
+        "the texts the linear model is unsure of (~38% of tweets): 1.5 points more in-domain "
+        "accuracy (off: the linear model alone, ~10% less model time and 21 MB less memory).")
     max_text_chars: int = setting(
         5000, "ML_MAX_TEXT_CHARS", "Longest text the sentiment model accepts.", minimum=1)
     max_image_bytes: int = setting(

@@ -24,8 +24,10 @@ st.title("Sentiment analysis")
 sentiment = model("sentiment")
 if sentiment is None:
     st.stop()
-# served blended with the word CNN (ML_SENTIMENT_CNN=true): its phrases are terms too
-BLENDED = getattr(getattr(sentiment, "scorer", None), "cnn", None) is not None
+# served blended with the word CNN (the default; ML_SENTIMENT_CNN=false: the linear model
+# alone): for a text the linear model is unsure of, the CNN's phrases are terms too
+SCORER = getattr(sentiment, "scorer", None)
+BLENDED = getattr(SCORER, "cnn", None) is not None
 
 CLASSES = ["positive", "neutral", "negative"]
 CLASS_COLOURS = alt.Scale(domain=CLASSES, range=["#16a34a", "#94a3b8", "#dc2626"])
@@ -40,7 +42,7 @@ def analyse(text: str) -> None:
     st.session_state["sentiment_answer"] = (text, result, ms) if result is not None else None
 
 
-def show(result: SentimentResult, ms: float) -> None:
+def show(text: str, result: SentimentResult, ms: float) -> None:
     colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
     left, middle, right = st.columns(3)
     left.markdown(f"### :{colour}[{result.sentiment}]")
@@ -65,12 +67,19 @@ def show(result: SentimentResult, ms: float) -> None:
                 "answer rests on "
                 + ("punctuation alone." if seen else "the model's prior alone."),
                 icon=":material/help:")
+    asked = BLENDED and SCORER.blended([text])[0]  # type: ignore[union-attr]
+    if BLENDED:
+        gate = f"{SCORER.gate:.0%}"  # type: ignore[union-attr]
+        st.caption(f"The linear model was unsure (top probability below {gate}), so the word "
+                   "CNN was asked too and the two answers were averaged." if asked else
+                   f"The linear model was sure (top probability {gate} or more), so the word "
+                   "CNN was not asked.")
     if not result.terms:
         return
     st.caption("Each bar is a word or word pair of the text, a word's spelling (its letter "
                "groups, which carry over to words the model never saw), "
                + ("a lexicon score of rated words, or a phrase of up to three words that the "
-                  "word CNN's filters picked" if BLENDED else "or a lexicon score of rated "
+                  "word CNN's filters picked" if asked else "or a lexicon score of rated "
                   "words")
                + ": how far it pushed the answer toward positive (green, right) or toward "
                "negative (red, left).")
@@ -106,7 +115,7 @@ with single:
     if answer is not None:
         analysed, result, ms = answer
         if analysed == text:
-            show(result, ms)
+            show(analysed, result, ms)
         else:  # never a stale answer beside edited text
             st.caption("The text changed: press **Analyse** for its answer.")
 

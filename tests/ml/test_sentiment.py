@@ -26,8 +26,8 @@ from ml.sentiment import (
     build,
     load_corpus,
 )
-from ml.sentiment_cnn import BLANK
-from ml.sentiment_scoring import CNN_WEIGHT
+from ml.sentiment_cnn import BLANK, PHRASE
+from ml.sentiment_scoring import CNN_GATE, CNN_WEIGHT
 from ml.sentiment_training import TrainedSentiment
 from tests.ml.cnn_reference import reference_logits
 
@@ -71,15 +71,12 @@ def weakness(reason: str) -> pytest.MarkDecorator:
     pytest.param("I really like it", "positive", id="really-like"),
     pytest.param("I couldn't be happier with it.", "positive", id="negated-comparative"),
     pytest.param("It was pretty good, I suppose.", "positive", id="hedge"),
-    # Known weaknesses, kept visible (the word CNN fixes the first four: CNN_FIXES).
-    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words",
-                 marks=weakness("topic words (cars, autonomous) pull to neutral")),
-    pytest.param("I did not enjoy the film.", "negative", id="negated-verb",
-                 marks=weakness("'not enjoy' is rare; 'enjoy' and 'film' pull positive")),
-    pytest.param("The lecture was incredibly boring.", "negative", id="intensifier",
-                 marks=weakness("the letters of 'incredibly' pull positive (incredible)")),
-    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm",
-                 marks=weakness("sarcasm: 'great' and 'what I needed' read as praise")),
+    # weak spots of the linear model alone that the word CNN fixes (CNN_FIXES)
+    pytest.param("Autonomous cars are a terrible idea", "negative", id="topic-words"),
+    pytest.param("I did not enjoy the film.", "negative", id="negated-verb"),
+    pytest.param("The lecture was incredibly boring.", "negative", id="intensifier"),
+    pytest.param("Oh great, another delay. Just what I needed.", "negative", id="sarcasm"),
+    # Known weaknesses, kept visible.
     pytest.param("John loves his new car", "positive", id="topic-word-car",
                  marks=weakness("'car' is a topic of the tweets: it pulls to neutral")),
     pytest.param("My package was left in the rain and got soaked.", "negative",
@@ -111,7 +108,9 @@ def test_direction(sentiment, better: str, worse: str) -> None:  # type: ignore[
 
 
 @pytest.mark.parametrize(("a", "b"), [
-    pytest.param("John loves his new car", "Maria loves her new car", id="names"),
+    pytest.param("John loves his new car", "Maria loves her new car", id="names",
+                 marks=weakness("names move the word CNN: 'maria loves' reads as praise, "
+                                "while 'car' pulls John's sentence to neutral")),
     pytest.param("Flight to Paris was great", "Flight to Tokyo was great", id="places"),
     pytest.param("I hate waiting in traffic", "I  hate  waiting in traffic", id="spacing"),
 ])
@@ -121,12 +120,12 @@ def test_invariance(sentiment, a: str, b: str) -> None:  # type: ignore[no-untyp
     assert abs(first.score - second.score) < 0.35
 
 
-# -- blended with the word CNN (ML_SENTIMENT_CNN=true) --------------------------------------
+# -- the word CNN, asked where the linear model is unsure (the default) -------------------
 
 @pytest.fixture(scope="module")
-def blend(settings: Settings):  # type: ignore[no-untyped-def]
-    """The sentiment model blended with its word CNN, from the session's artifact cache."""
-    return build(replace(settings, sentiment_cnn=True), ArtifactStore(settings.cache_dir))
+def linear(settings: Settings):  # type: ignore[no-untyped-def]
+    """The linear model alone (ML_SENTIMENT_CNN=false), from the session's artifact cache."""
+    return build(replace(settings, sentiment_cnn=False), ArtifactStore(settings.cache_dir))
 
 
 CNN_FIXES = [("Autonomous cars are a terrible idea", "negative"),
@@ -136,41 +135,44 @@ CNN_FIXES = [("Autonomous cars are a terrible idea", "negative"),
 
 
 @pytest.mark.parametrize(("text", "label"), CNN_FIXES)
-def test_the_word_cnn_fixes_weak_spots_of_the_linear_model(blend, text: str, label: str  # type: ignore[no-untyped-def]
-                                                           ) -> None:
-    """One example each of topic words, a negated verb, an intensifier and sarcasm, all
-    strict xfails of the linear model alone (above)."""
-    assert blend.predict_one(text).sentiment == label
+def test_the_word_cnn_fixes_weak_spots_of_the_linear_model(sentiment, linear, text: str,  # type: ignore[no-untyped-def]
+                                                           label: str) -> None:
+    """One example each of topic words, a negated verb, an intensifier and sarcasm: the
+    linear model alone gets each wrong, unsure, so the served model asks the word CNN."""
+    assert linear.predict_one(text).sentiment != label
+    assert sentiment.scorer.blended([text]) == [True]
+    assert sentiment.predict_one(text).sentiment == label
 
 
-@pytest.mark.xfail(strict=True, reason="names move the word CNN: 'maria loves' reads as "
-                                       "praise, while 'car' pulls John's sentence to neutral")
-def test_the_blend_is_invariant_to_names(blend) -> None:  # type: ignore[no-untyped-def]
-    first = blend.predict_one("John loves his new car")
-    second = blend.predict_one("Maria loves her new car")
-    assert first.sentiment == second.sentiment
+def test_the_word_cnn_is_asked_only_where_the_linear_model_is_unsure(sentiment, linear  # type: ignore[no-untyped-def]
+                                                                     ) -> None:
+    """Where the linear model's top probability reaches the gate, the served answer is the
+    linear model's, bit for bit; below it, another answer (the blend's). On tweets the CNN
+    runs for a third to a half of the texts."""
+    texts, _ = load_corpus()
+    sample = texts[::53][:600]
+    asked = sentiment.scorer.blended(sample)
+    alone = linear.probabilities(sample)
+    served = sentiment.probabilities(sample)
+    unsure = alone.max(axis=1) < sentiment.scorer.gate
+    assert asked == unsure.tolist()
+    assert 0.25 < unsure.mean() < 0.5
+    assert np.array_equal(served[~unsure], alone[~unsure])
+    assert (np.abs(served[unsure] - alone[unsure]).max(axis=1) > 1e-6).all()
 
 
-def test_the_blend_keeps_the_shipped_examples_and_the_pages_limits(blend) -> None:  # type: ignore[no-untyped-def]
+def test_the_linear_model_alone_keeps_the_shipped_examples_and_states_its_limits(linear  # type: ignore[no-untyped-def]
+                                                                                 ) -> None:
     shipped = {**EXAMPLES, **TEXT_LABELS}
-    assert {text: blend.predict_one(text).sentiment for text in shipped} == shipped
-    info = blend.info()
-    assert "word CNN" in info["architecture"] and "names" in info["limits"]
-    assert "sarcasm" not in info["limits"]
+    assert {text: linear.predict_one(text).sentiment for text in shipped} == shipped
+    info = linear.info()
+    assert "word CNN" not in info["architecture"] and "sarcasm" in info["limits"]
 
 
-def test_the_blend_meets_the_in_domain_target(blend) -> None:  # type: ignore[no-untyped-def]
-    """The issue's 0.78 / 0.76 (measured 0.7813 / 0.7662; general 0.907 / 0.906, ECE 0.027
-    and 0.080), and what the word CNN adds to the linear model alone (0.7662 / 0.7522)."""
-    evaluation = blend.info()["evaluation"]
-    assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
-    assert evaluation["ece"] <= 0.04
-    general = evaluation["general"]
-    assert general["accuracy"] >= 0.88 and general["macro_f1"] >= 0.87
-    assert general["ece"] <= 0.15
-    alone = evaluation["linear_alone"]
-    assert evaluation["accuracy"] >= alone["accuracy"] + 0.01
-    assert evaluation["macro_f1"] >= alone["macro_f1"] + 0.01
+def test_the_served_model_states_the_blends_limits(sentiment) -> None:  # type: ignore[no-untyped-def]
+    info = sentiment.info()
+    assert "word CNN" in info["architecture"] and "unsure" in info["architecture"]
+    assert "names" in info["limits"] and "sarcasm" not in info["limits"]
 
 
 # -- result contract and equivalence ------------------------------------------------------
@@ -194,11 +196,15 @@ def test_result_fields(sentiment) -> None:  # type: ignore[no-untyped-def]
 
 def blended(sentiment, torch_module: ModuleType, texts: list[str]) -> np.ndarray:  # type: ignore[no-untyped-def]
     """The served model's logits from its references: the scikit-learn pipeline's decision
-    function and the torch word CNN, averaged with the serving code's weight."""
+    function, averaged with the torch word CNN's logits (the serving code's weight) where
+    the pipeline's top probability is below the gate."""
     weight = sentiment.scorer.mix[1]
-    assert weight == CNN_WEIGHT > 0
-    out: np.ndarray = ((1 - weight) * sentiment.pipeline.decision_function(texts)
-                       + weight * reference_logits(torch_module, texts))
+    assert weight == CNN_WEIGHT > 0 and sentiment.scorer.gate == CNN_GATE < 1
+    linear = sentiment.pipeline.decision_function(texts)
+    unsure = sentiment.pipeline.predict_proba(texts).max(axis=1) < CNN_GATE
+    assert 0 < unsure.mean() < 1  # both branches are checked
+    out: np.ndarray = np.where(unsure[:, None], (1 - weight) * linear
+                               + weight * reference_logits(torch_module, texts), linear)
     return out
 
 
@@ -208,17 +214,17 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return out
 
 
-def test_fast_path_matches_the_reference_models(blend, torch_module: ModuleType) -> None:  # type: ignore[no-untyped-def]
+def test_fast_path_matches_the_reference_models(sentiment, torch_module: ModuleType) -> None:  # type: ignore[no-untyped-def]
     texts, _ = load_corpus()
     sample = [*texts[::37][:1000], "!!!", "zzzz qqqq", "Ünïcödé 😀 tëxt", "a " * 300]
-    expected = softmax(blended(blend, torch_module, sample))
-    single = np.vstack([blend.probabilities([t]) for t in sample])  # one at a time
-    batch = blend.probabilities(sample)  # one gather for all
+    expected = softmax(blended(sentiment, torch_module, sample))
+    single = np.vstack([sentiment.probabilities([t]) for t in sample])  # one at a time
+    batch = sentiment.probabilities(sample)  # one gather for all
     assert np.abs(single - expected).max() < 1e-9
     assert np.abs(batch - expected).max() < 1e-9
 
 
-def test_scorer_terms_add_up_to_the_reference_logits(blend, torch_module: ModuleType  # type: ignore[no-untyped-def]
+def test_scorer_terms_add_up_to_the_reference_logits(sentiment, torch_module: ModuleType  # type: ignore[no-untyped-def]
                                                       ) -> None:
     """The serving code's logits (one text and vectorised), and its per-term contributions
     plus the intercept, equal the blend of the pipeline's decision function and the torch
@@ -227,15 +233,17 @@ def test_scorer_terms_add_up_to_the_reference_logits(blend, torch_module: Module
     texts, _ = load_corpus()
     sample = [*texts[::97][:300], "good good good 😍 not bad", "ᚠᚢᚦ", "Ünïcödé\ttëxt  x",
               "a a a a", "sooooo goooood!!! :)"]
-    expected = blended(blend, torch_module, sample)
-    scorer = blend.scorer
+    expected = blended(sentiment, torch_module, sample)
+    scorer = sentiment.scorer
     assert np.abs(np.array(scorer.logits(sample)) - expected).max() < 1e-9
     for row, text in enumerate(sample):
         assert np.abs(np.array(scorer.logits([text])[0]) - expected[row]).max() < 1e-9
-        names, contributions = scorer.terms(text)
+        names, contributions, intercept = scorer.terms(text)
         assert len(names) == len(contributions) == len(set(names))
-        assert np.abs(contributions.sum(axis=0) + scorer.intercept - expected[row]).max() < 1e-9
-    spelling = blend.pipeline.named_steps["features"].named_transformers["spelling"]
+        # the word CNN's phrases are terms exactly where it was asked
+        assert any(n.startswith(PHRASE) for n in names) == scorer.blended([text])[0]
+        assert np.abs(contributions.sum(axis=0) + intercept - expected[row]).max() < 1e-9
+    spelling = sentiment.pipeline.named_steps["features"].named_transformers["spelling"]
     for text in [*sample[:20], *sample[-5:]]:
         words = text.lower().split()
         definition = sum(spelling.tfidf_.transform([w]).toarray()[0] for w in words)
@@ -284,15 +292,16 @@ def test_without_the_word_cnn_the_pipeline_serves_alone(sentiment, settings: Set
                   - sentiment.pipeline.predict_proba(sample)).max() < 1e-9
     expected = sentiment.pipeline.decision_function(sample)
     for row, text in enumerate(sample):
-        names, contributions = alone.scorer.terms(text)
-        assert not any(name.startswith("phrase: ") for name in names)
-        assert np.abs(contributions.sum(axis=0) + alone.scorer.intercept
-                      - expected[row]).max() < 1e-9
+        names, contributions, intercept = alone.scorer.terms(text)
+        assert not any(name.startswith(PHRASE) for name in names)
+        assert np.abs(contributions.sum(axis=0) + intercept - expected[row]).max() < 1e-9
 
 
-def test_text_without_known_words_gets_the_linear_prior(sentiment) -> None:  # type: ignore[no-untyped-def]
-    """No known word and no rated word leave an all-zero feature row, so both paths answer
-    the classifier's prior: the softmax of its intercepts, computed here from the pipeline."""
+def test_text_without_known_words_gets_the_linear_prior(linear) -> None:  # type: ignore[no-untyped-def]
+    """No known word and no rated word leave an all-zero feature row, so both paths of the
+    linear model alone answer the classifier's prior: the softmax of its intercepts,
+    computed here from the pipeline."""
+    sentiment = linear
     text = "ᚠᚢᚦ ᚨᚱᚲ"  # runes: no word, character pair or rated word of the training texts
     features = sentiment.pipeline.named_steps["features"]
     clf = sentiment.pipeline.named_steps["clf"]
@@ -313,15 +322,18 @@ def test_text_without_known_words_gets_the_linear_prior(sentiment) -> None:  # t
         assert result.confidence == pytest.approx(prior.max(), abs=1e-12)
 
 
-def test_blend_text_without_known_words_gets_the_prior(blend, torch_module: ModuleType  # type: ignore[no-untyped-def]
+def test_blend_text_without_known_words_gets_the_prior(sentiment, torch_module: ModuleType  # type: ignore[no-untyped-def]
                                                   ) -> None:
-    """No known word and no rated word leave an all-zero feature row, and the word CNN one
-    blank token, so both paths answer the blend of the classifier's intercepts and the
-    CNN's answer to nothing, computed here from the pipeline and torch."""
+    """No known word and no rated word leave an all-zero feature row, whose answer (the
+    classifier's prior, top probability 0.68) is below the gate, and the word CNN one blank
+    token, so both paths answer the blend of the classifier's intercepts and the CNN's
+    answer to nothing, computed here from the pipeline and torch."""
+    blend = sentiment
     text = "ᚠᚢᚦ ᚨᚱᚲ"  # runes: no word, character pair or rated word of the training texts
     features = blend.pipeline.named_steps["features"]
     clf = blend.pipeline.named_steps["clf"]
     assert features.transform([text]).nnz == 0 and list(clf.classes_) == list(LABELS)
+    assert softmax(clf.intercept_[None, :]).max() < blend.scorer.gate
     weight = blend.scorer.mix[1]
     prior = softmax((1 - weight) * clf.intercept_[None, :]
                     + weight * reference_logits(torch_module, [text]))[0]
@@ -341,7 +353,7 @@ def test_blend_text_without_known_words_gets_the_prior(blend, torch_module: Modu
 
 def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped-def]
     """In-domain and general-domain figures, calibration on both (floors below the measured
-    0.7662 / 0.7522, ECE 0.024; general 0.911 / 0.910, ECE 0.127)."""
+    0.7807 / 0.7656, ECE 0.027; general 0.907 / 0.906, ECE 0.088)."""
     evaluation = sentiment.info()["evaluation"]
     assert evaluation["accuracy"] >= 0.76
     assert evaluation["macro_f1"] >= 0.745
@@ -355,11 +367,26 @@ def test_evaluation_meets_the_bar(sentiment) -> None:  # type: ignore[no-untyped
     assert general["ece"] <= 0.15
 
 
-@pytest.mark.xfail(strict=True, reason="in-domain 0.7662 / 0.7522: the linear model alone "
-                                       "stays below the issue's 0.78 / 0.76 (the opt-in blend "
-                                       "with the word CNN reaches it, at ~60% more model time)")
 def test_evaluation_meets_the_in_domain_target(sentiment) -> None:  # type: ignore[no-untyped-def]
+    """The issue's 0.78 / 0.76 (measured 0.7807 / 0.7656 with the word CNN asked for 38% of
+    the tweets), what the word CNN adds to the linear model alone (0.7662 / 0.7522), and
+    what asking it only when unsure gives up against the blend on every text (0.7813 /
+    0.7662)."""
     evaluation = sentiment.info()["evaluation"]
+    assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
+    assert 0.25 < evaluation["cnn_share"] < 0.5
+    alone, always = evaluation["linear_alone"], evaluation["blend_always"]
+    assert evaluation["accuracy"] >= alone["accuracy"] + 0.01
+    assert evaluation["macro_f1"] >= alone["macro_f1"] + 0.01
+    assert evaluation["accuracy"] >= always["accuracy"] - 0.002
+    assert evaluation["general"]["accuracy"] >= always["general"]["accuracy"] - 0.01
+
+
+@pytest.mark.xfail(strict=True, reason="in-domain 0.7662 / 0.7522: the linear model alone "
+                                       "stays below the issue's 0.78 / 0.76 (the word CNN, "
+                                       "asked where it is unsure, takes it there)")
+def test_the_linear_model_alone_meets_the_in_domain_target(linear) -> None:  # type: ignore[no-untyped-def]
+    evaluation = linear.info()["evaluation"]
     assert evaluation["accuracy"] >= 0.78 and evaluation["macro_f1"] >= 0.76
 
 
@@ -415,14 +442,14 @@ def test_cached_artifact_is_reused(settings: Settings, sentiment,  # type: ignor
     """A second build loads the cached model: it trains nothing, rewrites nothing and
     answers as the first."""
     store = ArtifactStore(settings.cache_dir)
-    before = store.path("sentiment").read_bytes()
+    before = store.path("sentiment-cnn").read_bytes()
 
     def no_training(*args: object) -> None:
         raise AssertionError("the cached artifact was not reused: training ran")
 
     monkeypatch.setattr("ml.sentiment.train", no_training)
     again = build(settings, store)
-    assert store.path("sentiment").read_bytes() == before
+    assert store.path("sentiment-cnn").read_bytes() == before
     assert again.evaluation == sentiment.evaluation
     texts = ["I love it", "terrible service", "the bus comes at nine"]
     assert np.array_equal(again.probabilities(texts), sentiment.probabilities(texts))
@@ -431,9 +458,10 @@ def test_cached_artifact_is_reused(settings: Settings, sentiment,  # type: ignor
 def test_corrupted_artifact_is_rebuilt(settings: Settings, sentiment, tmp_path: Path,  # type: ignore[no-untyped-def]
                                        caplog: pytest.LogCaptureFixture) -> None:
     store = ArtifactStore(tmp_path)
-    shutil.copy(ArtifactStore(settings.cache_dir).path("sentiment"), store.path("sentiment"))
-    blob = store.path("sentiment").read_bytes()
-    store.path("sentiment").write_bytes(blob[: len(blob) // 3])
+    shutil.copy(ArtifactStore(settings.cache_dir).path("sentiment-cnn"),
+                store.path("sentiment-cnn"))
+    blob = store.path("sentiment-cnn").read_bytes()
+    store.path("sentiment-cnn").write_bytes(blob[: len(blob) // 3])
     with caplog.at_level(logging.WARNING):
         rebuilt = build(settings.replace(cache_dir=tmp_path), store)
     assert "rebuilding" in caplog.text

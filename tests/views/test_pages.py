@@ -85,12 +85,23 @@ def test_sentiment_single_text() -> None:
     assert "Confidence" in text and "in-process" in text
     assert "Words that drove the decision" in text
     assert "toward positive (green, right) or toward negative (red, left)" in text
-    assert "word CNN" not in text  # the default serves the linear model alone: no phrases
+    # the linear model is sure of this one: the word CNN was not asked, and no phrase is shown
+    assert "so the word CNN was not asked" in text and "CNN's filters picked" not in text
     [chart] = [c for c in app.get("arrow_vega_lite_chart") + app.get("vega_lite_chart")
                if "toward positive" in str(c.proto)][:1] or [None]
     assert chart is not None  # the signed chart with its legend
     # term names are not cut at Vega-Lite's default 180 px (a phrase of three words is not)
     assert '"labelLimit":400' in str(chart.proto.spec).replace(" ", "")
+
+
+def test_sentiment_says_when_the_word_cnn_was_asked() -> None:
+    """A text the linear model is unsure of (and gets wrong alone): the page says the word
+    CNN was asked, and its phrases are among the terms."""
+    app = analyse(page("sentiment"), "I did not enjoy the film.")
+    text = texts_of(app)
+    assert ":red[negative]" in text
+    assert "so the word CNN was asked too" in text
+    assert "a phrase of up to three words that the word CNN's filters picked" in text
 
 
 def test_sentiment_typing_alone_does_not_predict() -> None:
