@@ -275,7 +275,7 @@ class Engine:
 
     def _make_runner(self, name: str, model: Model) -> Runner:
         limits = self.batch_limits(name, model)
-        cost = self._costs.setdefault(name, Cost())
+        cost = self._costs.setdefault(name, Cost(self.settings.inline_budget_ms / 1e3))
         record = self.metrics.record_batch
 
         def observe(model_name: str, waits: Sequence[float], seconds: float, size: int) -> None:

@@ -11,8 +11,12 @@ The loop must stay responsive, so the time one call may take is budgeted
 
 - `Cost` follows each model's compute per item, from every call on any path. A model runs
   inline only after `MIN_CALLS` calls were measured and while `MAX_SHARE` of the budget
-  fits several items; one that becomes slower (a slow call raises the average at once)
-  goes back to its thread batcher until it is cheap again.
+  fits several items. A call that held its thread past the budget, slower per item than
+  the average, is believed at once: the model goes back to its thread batcher after that
+  one call until it is cheap again. A slower call within the budget (a text of words never
+  seen before, a collector pause) moves the average like any other, so that one such call
+  does not send a cheap model through a thread hand-off that costs more than it does; a
+  run of them does.
 - One inline call takes at most as many items as fit in the budget at the measured cost;
   the rest go in the next iteration, after the other tasks that are ready have run.
 
@@ -33,8 +37,8 @@ T = TypeVar("T")
 R = TypeVar("R")
 MIN_CALLS = 16  # measured calls before a model may run inline
 MAX_SHARE = 0.25  # a model runs inline while one item costs at most this share of the budget
-# Per-item cost average: new calls weigh this much. A slower call moves it at once, so a
-# model that turns slow leaves the loop after about one call over the budget.
+# Per-item cost average: new calls weigh this much. A slower call past the budget moves it
+# at once, so a model that turns slow leaves the loop after one call over the budget.
 WEIGHT = 0.2
 # (result, queue wait s, compute s of the call, items in the call)
 Outcome = tuple[Any, float, float, int]
@@ -43,15 +47,16 @@ Outcome = tuple[Any, float, float, int]
 class Cost:
     """A model's measured compute per item (seconds): a moving average over its calls."""
 
-    def __init__(self) -> None:
+    def __init__(self, budget_s: float) -> None:
+        self.budget_s = budget_s  # what one call may take on the loop (ML_INLINE_BUDGET_MS)
         self.calls = 0
         self.per_item = 0.0
 
     def add(self, seconds: float, items: int) -> None:
         """Record one call of `items` items that took `seconds`."""
         one = seconds / max(1, items)
-        if self.calls == 0 or one > self.per_item:  # slower: believe it at once
-            self.per_item = one if self.calls == 0 else max(one, self.per_item)
+        if self.calls == 0 or (one > self.per_item and seconds > self.budget_s):
+            self.per_item = one  # the first call, or slower past the budget: believe it
         else:
             self.per_item += WEIGHT * (one - self.per_item)
         self.calls += 1

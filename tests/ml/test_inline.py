@@ -23,7 +23,7 @@ def test_a_loop_batch_answers_as_the_model_alone(sentiment) -> None:  # type: ig
     sizes: list[int] = []
 
     async def main() -> list[Any]:
-        cost = Cost()
+        cost = Cost(0.05)
         for _ in range(MIN_CALLS):
             cost.add(40e-6, 1)
         batcher = LoopBatcher(sentiment.predict, name="sentiment", cost=cost, budget_s=0.05,
@@ -42,7 +42,7 @@ def test_a_loop_batch_is_sliced_to_fit_the_budget() -> None:
     sizes: list[int] = []
 
     async def main() -> list[int]:
-        cost = Cost()
+        cost = Cost(5e-3)
         for _ in range(MIN_CALLS):
             cost.add(1e-3, 1)  # 1 ms an item: a 5 ms budget takes 5 items a call
         def double(items: list[int]) -> list[int]:
@@ -66,7 +66,7 @@ def test_one_bad_item_fails_alone_on_the_loop() -> None:
         return items
 
     async def main() -> list[Any]:
-        cost = Cost()
+        cost = Cost(1.0)
         batcher = LoopBatcher(predict, name="n", cost=cost, budget_s=1.0, max_batch_size=8,
                               max_queue=8)
         return await asyncio.gather(*[batcher.submit(i) for i in (1, -2, 3)],
@@ -76,18 +76,33 @@ def test_one_bad_item_fails_alone_on_the_loop() -> None:
     assert first[0] == 1 and third[0] == 3 and isinstance(second, ValueError)
 
 
-def test_cost_believes_a_slow_call_at_once_and_a_fast_one_gradually() -> None:
-    cost = Cost()
+def test_cost_believes_a_call_past_the_budget_at_once_and_others_gradually() -> None:
+    cost = Cost(1e-3)
     for _ in range(MIN_CALLS):
         cost.add(40e-6, 1)
     assert cost.inline(1e-3) and cost.fits(1e-3) == 25
-    cost.add(6e-4, 1)  # one call a little over the share: off the loop straight away
+    cost.add(1.2e-3, 1)  # one call that held the loop past the 1 ms budget: off at once
     assert not cost.inline(1e-3)
     calls = 0
     while not cost.inline(1e-3):
         cost.add(40e-6, 1)
         calls += 1
     assert 5 <= calls <= 20  # and back once cheap calls outweigh it
+    for _ in range(30):
+        cost.add(40e-6, 1)
+    # a slower call within the budget (a text of new words, a collector pause) moves the
+    # average by WEIGHT: one leaves the model on the loop, a run of them takes it off
+    cost.add(6e-4, 1)
+    assert cost.inline(1e-3)
+    slow = 1
+    while cost.inline(1e-3):
+        cost.add(6e-4, 1)
+        slow += 1
+    assert slow == 3
+    # a big batch past the budget that is cheap per item lowers the average gradually
+    before = cost.per_item
+    cost.add(64 * 40e-6, 64)
+    assert 40e-6 < cost.per_item < before
 
 
 class Switchable(SentimentStub):
