@@ -9,6 +9,9 @@ from collections.abc import Sequence
 import numpy as np
 
 K = 10
+# Scores are cut into blocks of this many when the best few of a long array are wanted (see
+# `largest`): numpy's partition costs ~10 ns a score, ~200 us over the 17k products.
+BLOCK = 64
 
 
 def top(scores: np.ndarray, k: int) -> np.ndarray:
@@ -16,7 +19,7 @@ def top(scores: np.ndarray, k: int) -> np.ndarray:
     k = min(k, int(np.isfinite(scores).sum()))
     if k <= 0:
         return np.empty(0, dtype=np.intp)
-    best = np.argpartition(-scores, k - 1)[:k]
+    best = largest(scores, k)
     ranked: np.ndarray = best[np.argsort(-scores[best], kind="stable")]
     return ranked
 
@@ -30,8 +33,7 @@ def top_distinct(scores: np.ndarray, groups: np.ndarray, k: int,
     size = len(scores)
     depth = min(size, 4 * k + 16)  # lists with many same-group leaders need a deeper look
     while True:
-        best = np.argpartition(-scores, depth - 1)[:depth] if depth < size \
-            else np.arange(size)
+        best = largest(scores, depth) if depth < size else np.arange(size)
         ranked = best[np.argsort(-scores[best], kind="stable")]
         ranked = ranked[np.isfinite(scores[ranked])]
         chosen: list[int] = []
@@ -47,6 +49,27 @@ def top_distinct(scores: np.ndarray, groups: np.ndarray, k: int,
         if len(chosen) == k or len(ranked) < depth or depth == size:
             return np.array(chosen, dtype=np.intp)
         depth = min(size, depth * 4)
+
+
+def largest(scores: np.ndarray, count: int) -> np.ndarray:
+    """Indices of the `count` largest of `scores` (1 <= count < len), in no order, as
+    `np.argpartition(-scores, count - 1)[:count]` finds them. Over a long array only the
+    scores that can be among them are partitioned: the count-th largest of the blocks'
+    maxima is a floor that at least `count` scores reach (those maxima), so each of the
+    `count` largest is at or above it, and few others are."""
+    size = len(scores)
+    if size < 4 * BLOCK * count:
+        return np.argpartition(-scores, count - 1)[:count]
+    whole = size - size % BLOCK
+    maxima = scores[:whole].reshape(-1, BLOCK).max(axis=1)
+    if whole < size:
+        maxima = np.append(maxima, scores[whole:].max())
+    floor = -np.partition(-maxima, count - 1)[count - 1]
+    if not np.isfinite(floor):  # few blocks with a score (or a NaN): the plain partition
+        return np.argpartition(-scores, count - 1)[:count]
+    candidates = np.flatnonzero(scores >= floor)
+    chosen: np.ndarray = candidates[np.argpartition(-scores[candidates], count - 1)[:count]]
+    return chosen
 
 
 def grade(ranked: Sequence[np.ndarray], hidden: Sequence[np.ndarray], *, catalogue: int,

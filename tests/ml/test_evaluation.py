@@ -16,7 +16,7 @@ from scipy import sparse
 
 from ml import sentiment_training
 from ml.grocery import Products
-from ml.ranking import best_new, best_owned, grade, top, top_distinct
+from ml.ranking import BLOCK, best_new, best_owned, grade, largest, top, top_distinct
 from ml.recommender_evaluation import evaluate, holdout
 
 # -- top-k ------------------------------------------------------------------------------------
@@ -53,6 +53,28 @@ def test_top_distinct_looks_past_a_long_run_of_one_group() -> None:
     scores = np.r_[np.linspace(2.0, 1.0, 100), 0.5, 0.4]
     groups = np.r_[np.zeros(100, dtype=int), 1, 2]
     assert top_distinct(scores, groups, 3).tolist() == [0, 100, 101]
+
+
+@pytest.mark.parametrize("size", [200, 4 * BLOCK * 10, 17_148, 50_000])
+def test_largest_finds_the_same_scores_as_a_full_partition(size: int) -> None:
+    """The block-maxima floor skips most scores of a long array, never one of the best:
+    random scores, scores rising along the array (the best all in the last blocks), a
+    product catalogue whose every block but two is excluded (-inf), and counts up to a
+    quarter of a block's worth."""
+    rng = np.random.default_rng(size)
+    arrays = [rng.standard_normal(size), np.linspace(0.0, 1.0, size),
+              rng.standard_normal(size).astype(np.float32)]
+    sparse = np.full(size, -np.inf)
+    sparse[:BLOCK] = rng.standard_normal(BLOCK)
+    sparse[-3:] = [5.0, 4.0, 3.0]  # the tail block, shorter than BLOCK where size allows
+    arrays.append(sparse)
+    for scores in arrays:
+        for count in (1, 10, 56, 200):
+            if count >= size:
+                continue
+            expected = set(np.argpartition(-scores, count - 1)[:count].tolist())
+            found = largest(scores, count)
+            assert len(found) == count and set(found.tolist()) == expected, (size, count)
 
 
 def test_best_new_and_best_owned_apply_the_mask_the_history_and_the_groups() -> None:
