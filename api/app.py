@@ -69,6 +69,7 @@ async def serving(service: Service) -> AsyncIterator[None]:
     finally:
         await service.stop()
         restore_signals()
+        drain_logs()
 
 
 def create_app(settings: ApiSettings | None = None, registry: Registry | None = None,
@@ -100,7 +101,7 @@ def configure_logging(level: int = logging.INFO) -> None:
 
     Called at start-up, never at import. Access lines are one JSON object each. Records go
     through a queue to a listener thread, so request handling never waits on formatting or
-    on a slow stderr.
+    on a slow stderr; `drain_logs` writes what is queued at shutdown.
     """
     root = logging.getLogger()
     if root.handlers:
@@ -111,8 +112,25 @@ def configure_logging(level: int = logging.INFO) -> None:
     listener = logging.handlers.QueueListener(records, stream)
     listener.start()
     atexit.register(listener.stop)
-    root.addHandler(_EnqueueHandler(records))
+    root.addHandler(_EnqueueHandler(records, listener))
     root.setLevel(level)
+
+
+def drain_logs() -> None:
+    """Write every queued record now and log synchronously from here on.
+
+    After the lifespan shutdown uvicorn re-raises SIGTERM, and a process ended by a signal
+    runs no atexit hook: records still in the queue (the access lines of the last requests,
+    flushed by the shutdown) would be lost with the listener thread.
+    """
+    root = logging.getLogger()
+    for handler in list(root.handlers):
+        if isinstance(handler, _EnqueueHandler):
+            atexit.unregister(handler.drain.stop)
+            handler.drain.stop()  # writes what is queued, then joins its thread
+            root.removeHandler(handler)
+            for target in handler.drain.handlers:
+                root.addHandler(target)
 
 
 class _Formatter(logging.Formatter):
@@ -128,6 +146,11 @@ class _Formatter(logging.Formatter):
 class _EnqueueHandler(logging.handlers.QueueHandler):
     """Hands records to the listener as they are: formatting happens in its thread, not in
     the request's (the stock QueueHandler formats before enqueueing, for other processes)."""
+
+    def __init__(self, records: queue.SimpleQueue[logging.LogRecord],
+                 drain: logging.handlers.QueueListener) -> None:
+        super().__init__(records)
+        self.drain = drain  # the listener that writes them
 
     def prepare(self, record: logging.LogRecord) -> logging.LogRecord:
         return record

@@ -5,6 +5,10 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import os
+import signal
+import subprocess
+import sys
 
 import pytest
 
@@ -88,3 +92,35 @@ def test_shutdown_writes_what_is_pending(make_client, caplog: pytest.LogCaptureF
         assert "last-one" not in caplog.text
         client.__exit__(None, None, None)
     assert '"request_id":"last-one"' in caplog.text
+
+
+ENDED_BY_SIGTERM = '''
+import asyncio, logging, os, signal, time
+from api.app import serving
+from api.config import ApiSettings
+from api.service import Service
+from ml.registry import Registry
+
+async def main():
+    service = Service.over(Registry(entries={}), ApiSettings.from_env())
+    async with serving(service):
+        (queued,) = logging.getLogger().handlers
+        (stream,) = queued.drain.handlers
+        write = stream.emit
+        stream.emit = lambda record: (time.sleep(0.5), write(record))  # a slow stderr
+        service.access.interval_s = 3600.0  # only the shutdown writes it
+        service.access.add("last-one", "POST", "/api/predict/image", 200, 2.0, "127.0.0.1")
+    os.kill(os.getpid(), signal.SIGTERM)  # as uvicorn re-raises it after the lifespan
+
+asyncio.run(main())
+'''
+
+
+def test_lines_flushed_at_shutdown_are_written_before_the_process_ends_by_signal() -> None:
+    """uvicorn re-raises SIGTERM after the lifespan shutdown, and a process ended by a
+    signal runs no atexit hook: the shutdown drains the log queue itself."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("ML_")}
+    done = subprocess.run([sys.executable, "-c", ENDED_BY_SIGTERM], capture_output=True,
+                          text=True, timeout=60, env={**env, "ML_WARMUP": "false"})
+    assert done.returncode == -signal.SIGTERM, done.stderr
+    assert '"request_id":"last-one"' in done.stderr
