@@ -260,6 +260,8 @@ def test_the_generic_page_predicts_with_a_form_from_the_query(registry: Registry
     assert any("in-process" in c.value for c in app.caption)  # served through the engine
     assert any(ORIGIN in c.value for c in app.caption)
     assert app.get("vega_lite_chart")  # the probabilities as a bar chart
+    app.button[0].click().run()  # the same wine again: the cache answers, and says so
+    assert any("answered from the prediction cache" in c.value for c in app.caption)
 
 
 def test_the_overview_shows_the_plugin_card(registry: Registry) -> None:

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ml.image import ImageQuery
 from ml.samples import PHOTOS, sample_jpeg, sample_photo
-from views.shared import engine, info_card, latency_caption, limited, model, registry
+from views.shared import info_card, latency_caption, limited, model, registry, serve
 
 st.title("Image classification")
 classifier = model("image")
@@ -61,8 +61,7 @@ if image_input is not None:
     with result_area.container():
         decoded, _ = limited(lambda: classifier.preview(image_input))  # type: ignore[attr-defined]
         if decoded is not None:
-            served, ms = limited(lambda: engine().predict("image",
-                                                          ImageQuery(image_input, top_k=top_k)))
+            served, ms = serve("image", ImageQuery(image_input, top_k=top_k))
             result = served.result if served is not None else None
             left, right = st.columns([2, 3])
             left.image(decoded, width="stretch")

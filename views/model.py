@@ -136,10 +136,10 @@ def try_it(name: str) -> None:
         except InvalidInput as exc:
             st.warning(str(exc), icon=":material/warning:")
         else:
-            result, ms = serve(name, query)
-            if result is not None:
-                latency_caption(ms)
-                render(result)
+            served, ms = serve(name, query)
+            if served is not None:
+                latency_caption(ms, cached=served.cached)
+                render(served.result)
     info_card(card)
 
 

@@ -8,7 +8,7 @@ import streamlit as st
 
 from ml.catalogue import department_name
 from ml.recommender import RecommendContext, RecommendedItem, RecommendQuery
-from views.shared import engine, info_card, latency_caption, limited, model, serve
+from views.shared import info_card, latency_caption, model, serve
 
 
 def table(items: list[RecommendedItem] | tuple[RecommendedItem, ...], column: str,
@@ -81,8 +81,9 @@ with known:
              "per_type": 3 if several else 1}
     again_query = RecommendQuery(user_id, kind="buy_again", **shape)  # type: ignore[arg-type]
     discover_query = RecommendQuery(user_id, **shape)  # type: ignore[arg-type]
-    again, _ = serve("recommender", again_query)
-    served, ms = limited(lambda: engine().predict("recommender", discover_query))
+    buy_again, _ = serve("recommender", again_query)
+    again = buy_again.result if buy_again is not None else None
+    served, ms = serve("recommender", discover_query)
     discover = served.result if served is not None else None
     if again is not None and discover is not None:
         if discover.strategy == "popular":
@@ -113,17 +114,18 @@ with known:
 
 with cold:
     shelf, _ = serve("recommender", RecommendQuery("new-customer", limit=40))
-    popular = shelf.recommendations if shelf is not None else []
+    popular = shelf.result.recommendations if shelf is not None else []
     picked = st.multiselect("Pick a few products you like",
                             [i.item_id for i in popular],
                             format_func={i.item_id: i.description for i in popular}.get,
                             select_all=False)  # picking everything recommends nothing
     if picked:
-        result, ms = serve("recommender", RecommendQuery("new-customer", limit=10,
-                                                         items=tuple(picked)))
-        if result is not None:
+        picks, ms = serve("recommender", RecommendQuery("new-customer", limit=10,
+                                                        items=tuple(picked)))
+        if picks is not None:
             st.subheader("Recommended for you")
-            latency_caption(ms)
+            latency_caption(ms, cached=picks.cached)
+            result = picks.result
             table(result.recommendations, "score",
                   [i.score for i in result.recommendations], "%.2f",
                   "How well the product fits your picks: higher is better")

@@ -5,6 +5,7 @@ import msgspec
 import pandas as pd
 import streamlit as st
 
+from ml.engine import Served
 from ml.samples import TEXTS
 from ml.sentiment import SentimentOptions, SentimentQuery, SentimentResult
 from ml.sentiment_cnn import BLANK, PHRASE
@@ -38,11 +39,12 @@ TERM_LABEL_PX = 400  # room for the longest term names (phrases, spellings)
 
 def analyse(text: str) -> None:
     """Predict `text` and remember the answer together with the text it belongs to."""
-    result, ms = serve("sentiment", SentimentQuery(text, SentimentOptions(detailed=True)))
-    st.session_state["sentiment_answer"] = (text, result, ms) if result is not None else None
+    served, ms = serve("sentiment", SentimentQuery(text, SentimentOptions(detailed=True)))
+    st.session_state["sentiment_answer"] = (text, served, ms) if served is not None else None
 
 
-def show(text: str, result: SentimentResult, ms: float) -> None:
+def show(text: str, served: Served, ms: float) -> None:
+    result: SentimentResult = served.result
     colour = {"positive": "green", "negative": "red", "neutral": "gray"}[result.sentiment]
     left, middle, right = st.columns(3)
     left.markdown(f"### :{colour}[{result.sentiment}]")
@@ -50,7 +52,7 @@ def show(text: str, result: SentimentResult, ms: float) -> None:
     right.metric("Score", f"{result.score:+.2f}", help="P(positive) - P(negative)")
     st.progress((result.score + 1) / 2,
                 text=f"score {result.score:+.2f}  (-1 negative ... +1 positive)")
-    latency_caption(ms)
+    latency_caption(ms, cached=served.cached, work=", with the explanation below")
     shares = msgspec.structs.asdict(result.probabilities)
     probabilities = pd.DataFrame({"class": list(shares), "probability": list(shares.values())})
     st.altair_chart(alt.Chart(probabilities).mark_bar().encode(
@@ -113,9 +115,9 @@ with single:
             st.caption("Type a text first.")
     answer = st.session_state.get("sentiment_answer")
     if answer is not None:
-        analysed, result, ms = answer
+        analysed, served, ms = answer
         if analysed == text:
-            show(analysed, result, ms)
+            show(analysed, served, ms)
         else:  # never a stale answer beside edited text
             st.caption("The text changed: press **Analyse** for its answer.")
 

@@ -15,7 +15,7 @@ import streamlit as st
 from api.config import ApiSettings
 from api.ratelimit import TokenBuckets, client_address, default_buckets, networks
 from ml.contract import Model, title_of
-from ml.engine import Engine, default_engine
+from ml.engine import Engine, Served, default_engine
 from ml.errors import MLError, ModelUnavailable
 from ml.registry import Registry, default_registry
 
@@ -79,10 +79,11 @@ def admitted() -> bool:
     return not wait
 
 
-def serve(name: str, query: Any) -> tuple[Any, float]:
+def serve(name: str, query: Any) -> tuple[Served | None, float]:
     """One prediction through the engine, counted against the visitor's rate limit; ml
-    errors become messages. Returns (result or None, milliseconds)."""
-    return limited(lambda: engine().predict(name, query).result)
+    errors become messages. Returns (the served answer or None, milliseconds); the answer
+    says whether the prediction cache gave it (`latency_caption`)."""
+    return limited(lambda: engine().predict(name, query))
 
 
 def serve_many(name: str, queries: Sequence[Any]) -> tuple[list[Any] | None, float]:
@@ -150,14 +151,15 @@ def timed(call: Callable[[], T]) -> tuple[T | None, float]:
     return result, (time.perf_counter() - started) * 1e3
 
 
-def latency_caption(ms: float, *, cached: bool = False) -> None:
+def latency_caption(ms: float, *, cached: bool = False, work: str = "") -> None:
     """The in-process latency, the point of the whole demo; an answer from the prediction
-    cache says so (its time is a lookup's, not the model's)."""
+    cache says so (its time is a lookup's, not the model's), and `work` names what the
+    call did beyond the prediction (an explanation)."""
     if cached:
         st.caption(f":material/cached: {ms:.2f} ms in-process: answered from the prediction "
                    "cache (the same input was classified before, here or through the API)")
     else:
-        st.caption(f":material/bolt: {ms:.2f} ms in-process")
+        st.caption(f":material/bolt: {ms:.2f} ms in-process{work}")
 
 
 CARD_FIELDS = ("task", "architecture", "data", "weights", "training", "source", "limits")

@@ -104,6 +104,16 @@ def test_sentiment_says_when_the_word_cnn_was_asked() -> None:
     assert "a phrase of up to three words that the word CNN's filters picked" in text
 
 
+def test_sentiment_answer_from_the_cache_says_so() -> None:
+    """The page's latency is the model's and its explanation's, unless the cache answered."""
+    text = "A sentence that only the cache test of the sentiment page sends"
+    app = analyse(page("sentiment"), text)
+    [first] = [c.value for c in app.caption if "in-process" in c.value]
+    assert "with the explanation below" in first and "cache" not in first
+    [again] = [c.value for c in analyse(app, text).caption if "in-process" in c.value]
+    assert "answered from the prediction cache" in again
+
+
 def test_sentiment_typing_alone_does_not_predict() -> None:
     app = page("sentiment")
     app.text_area(key="sentiment_text").input("I love this wonderful day").run()
@@ -296,6 +306,11 @@ def test_new_customer_cold_start(recommender) -> None:  # type: ignore[no-untype
     app.multiselect[0].select(popular[0].item_id).select(popular[3].item_id).run()
     assert "Recommended for you" in [s.value for s in app.subheader]
     assert not app.exception
+    latency = [c.value for c in app.caption if "in-process" in c.value][-1]  # the last tab
+    assert "cache" not in latency
+    app.run()  # the same picks again
+    latency = [c.value for c in app.caption if "in-process" in c.value][-1]
+    assert "answered from the prediction cache" in latency
 
 
 def test_new_customer_picker_has_no_select_all() -> None:
