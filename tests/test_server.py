@@ -23,7 +23,7 @@ def test_pages_and_api_share_the_loaded_models(registry: Registry) -> None:
     [analyse] = [b for b in page.button if b.label == "Analyse"]
     analyse.click().run()
     assert not page.exception
-    assert page.session_state["sentiment_answer"][1].sentiment == "positive"
+    assert page.session_state["sentiment_answer"][1].result.sentiment == "positive"
     assert server.service.engine is default_engine()
     with TestClient(server.api) as client:
         response = client.post("/api/predict/sentiment", json={"text": "What a wonderful day"})
